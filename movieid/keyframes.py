@@ -1,0 +1,65 @@
+"""Pick the frames of a shot that are worth looking at.
+
+A shot is cut into ``n`` equal segments so the keyframes spread over it; in each segment
+the sharpest well-exposed frame is the first candidate and the sharpest frame far enough
+from it the second. Face analysis then keeps, per segment, the candidate where faces are
+visible (``choose``), so a shot is described from frames where its people can be seen.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence, TypeVar
+
+import numpy as np
+
+from .shots import FrameStats, Shot
+
+DARK = 16.0   # mean grey level below which a frame is treated as black (fades, flashes)
+EDGE_FRAMES = 2  # frames skipped at both ends of a long-enough shot: dissolves and cut blur
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    frame: int
+    time: float
+
+
+def candidates(shot: Shot, stats: FrameStats, n: int) -> list[list[int]]:
+    """Per segment, up to two candidate frames, best first."""
+    start, end = shot.start_frame, shot.end_frame
+    if end - start > 4 * EDGE_FRAMES + n:
+        start, end = start + EDGE_FRAMES, end - EDGE_FRAMES
+    n = max(1, min(n, end - start))
+    bounds = np.linspace(start, end, n + 1).round().astype(int)
+    result = []
+    for a, b in zip(bounds, bounds[1:]):
+        frames = np.arange(a, b)
+        score = stats.sharpness[a:b].astype(np.float64)
+        score = np.where(stats.brightness[a:b] < DARK, score * 1e-3 - 1.0, score)
+        order = np.argsort(-score, kind="stable")
+        first = int(frames[order[0]])
+        min_gap = max(1, (b - a) // 3)
+        second = next((int(frames[i]) for i in order[1:] if abs(int(frames[i]) - first) >= min_gap), None)
+        result.append([first] if second is None else [first, second])
+    return result
+
+
+T = TypeVar("T")
+
+
+def choose(segments: Sequence[Sequence[int]], faces_in: Callable[[int], Sequence[T]],
+           face_area: Callable[[T], float]) -> list[int]:
+    """One frame per segment: the first candidate, unless only the second shows faces.
+
+    ``faces_in(frame)`` returns the faces found in a candidate frame (the caller caches it),
+    so a second candidate is only analysed when the first shows nobody.
+    """
+    chosen = []
+    for cands in segments:
+        best = cands[0]
+        if len(cands) > 1 and not faces_in(best):
+            area = sum(face_area(f) for f in faces_in(cands[1]))
+            if area > 0:
+                best = cands[1]
+        chosen.append(best)
+    return sorted(set(chosen))

@@ -39,10 +39,12 @@ def default_root() -> Path:
 
 
 def pack_url(name: str) -> str:
-    """Where insightface downloads a pack from (the constant its ``utils.storage.download`` uses)."""
+    """Where insightface itself downloads pack ``name`` from (its ``utils.storage`` helper;
+    insightface before 2.1 only has the ``BASE_REPO_URL`` constant)."""
     from insightface.utils import storage
 
-    return f"{storage.BASE_REPO_URL}/{name}.zip"
+    helper = getattr(storage, "model_zoo_download_url", None)
+    return helper(f"{name}.zip") if helper else f"{storage.BASE_REPO_URL}/{name}.zip"
 
 
 @lru_cache(maxsize=64)
@@ -142,8 +144,8 @@ def _open(url: str, timeout: float):
     """``urlopen`` with the whole connection bounded by ``timeout``.
 
     urlopen's own timeout covers connecting and each read but not the DNS lookup, which can
-    stall far longer on a machine without network; the lookup runs in a daemon thread
-    that is abandoned if it does not finish in time.
+    stall far longer on a machine without network; so urlopen runs in a daemon thread that
+    is abandoned if it has no answer in time.
     """
     result: dict = {}
 
@@ -258,7 +260,7 @@ class InsightFaceBackend(FaceBackend):
     def __init__(self, pack: str | Path, det_size: tuple[int, int] = (640, 640),
                  det_thresh: float = 0.5, providers: list[str] | None = None):
         """``det_size`` is the (width, height) frames are letterboxed to for detection:
-        640x640, insightface's usual choice, finds faces down to about 1/40 of the frame."""
+        640x640 is what insightface's examples use; raise it to find smaller faces."""
         from insightface.model_zoo import SCRFD, ArcFaceONNX, get_model
 
         pack = Path(pack)
@@ -272,6 +274,7 @@ class InsightFaceBackend(FaceBackend):
         if not isinstance(self._detector, SCRFD) or not isinstance(self._recogniser, ArcFaceONNX):
             raise MovieIdError("insightface did not load these models as SCRFD and ArcFace: "
                                f"{models[0].name}, {models[1].name}", pack)
+        # ctx_id 0 keeps the providers above (a negative one would force the CPU).
         self._detector.prepare(0, input_size=tuple(det_size), det_thresh=det_thresh)
         self._recogniser.prepare(0)
         digest = hashlib.sha256()

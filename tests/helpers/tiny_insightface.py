@@ -91,8 +91,8 @@ def _detector_graph() -> onnx.GraphProto:
             helper.make_node("Mul", [f"pair{s}", "first_anchor_only"], [f"anchors{s}"]),
             helper.make_node("Reshape", [f"anchors{s}", "column"], [f"score_{s}"]),
             helper.make_node("Mul", [f"score_{s}", "zero"], [f"rows{s}"]),
-            helper.make_node("Add", [f"rows{s}", f"box_offsets"], [f"bbox_{s}"]),
-            helper.make_node("Add", [f"rows{s}", f"kps_offsets"], [f"kps_{s}"]),
+            helper.make_node("Add", [f"rows{s}", "box_offsets"], [f"bbox_{s}"]),
+            helper.make_node("Add", [f"rows{s}", "kps_offsets"], [f"kps_{s}"]),
         ]
         for kind, width in (("score", 1), ("bbox", 4), ("kps", 10)):
             outputs[kind].append(helper.make_tensor_value_info(

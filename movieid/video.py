@@ -132,7 +132,7 @@ def check_readable_file(path: Path, what: str = "file") -> None:
 
 def _ratio(text: str | None) -> Fraction | None:
     try:
-        num, den = (int(x) for x in str(text).split("/"))
+        num, den = (int(x) for x in str(text).replace(":", "/").split("/"))
         return Fraction(num, den) if num > 0 and den > 0 else None
     except (ValueError, ZeroDivisionError):
         return None

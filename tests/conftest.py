@@ -1,0 +1,99 @@
+"""Shared fixtures: real face photos, and small real films built once per test session."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from movieid.filmmaker import FilmSpec, ShotSpec, make_film
+
+REPO = Path(__file__).resolve().parent.parent
+FACES = (REPO / ".." / "shared" / "fixtures" / "faces").resolve()
+
+
+def _need_ffmpeg() -> None:
+    if not (shutil.which("ffmpeg") and shutil.which("ffprobe")):
+        pytest.skip("ffmpeg/ffprobe are not installed (Debian: apt-get install ffmpeg)")
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    """../shared/fixtures/faces: cast/<Name>/*.jpg, probes/*.jpg, labels.json."""
+    if not (FACES / "labels.json").is_file():
+        pytest.skip(f"real face photos not found at {FACES} (the shared fixtures are not checked out here)")
+    return FACES
+
+
+@pytest.fixture(scope="session")
+def cast_dir(faces_dir) -> Path:
+    return faces_dir / "cast"
+
+
+@pytest.fixture(scope="session")
+def probe_labels(faces_dir) -> dict:
+    return json.loads((faces_dir / "labels.json").read_text())["probes"]
+
+
+@pytest.fixture(scope="session")
+def films(tmp_path_factory) -> Path:
+    _need_ffmpeg()
+    return tmp_path_factory.mktemp("films")
+
+
+def _still(path: Path, array) -> Path:
+    from PIL import Image
+
+    Image.fromarray(array).save(path)
+    return path
+
+
+# The multi-shot test film: real face photos, camera moves, a flash cut, a shot with only
+# people outside the cast, one with nobody, and a long shot that gets split. Crops are
+# fractions (x, y, w, h) of the photo, chosen so the faces stay in the 16:9 frame.
+MULTISHOT = [
+    # (photo, frames, motion, crop, mirror, tint, expected cast names left to right)
+    ("obama1.jpg", 40, "zoom_in", None, False, 0.0, ["Barack Obama"]),
+    ("biden2.jpg", 40, "pan_left", (0.0, 0.125, 1.0, 0.5625), False, 0.0, ["Joe Biden"]),
+    ("two_people.jpg", 50, "pan_right", None, False, 0.0, ["Barack Obama", "Joe Biden"]),
+    ("@chelsea", 3, "static", None, False, 0.0, []),                      # a flash cut: a cat
+    ("kit_with_rose.jpg", 40, "static", (0.0, 0.05, 1.0, 0.40), False, 0.4, ["Rose Leslie", "Kit Harington"]),
+    ("rose2.jpg", 35, "zoom_out", (0.0, 0.15, 1.0, 0.37), True, 0.0, ["Rose Leslie"]),
+    ("obama_and_biden.jpg", 45, "static", (0.25, 0.273, 0.75, 0.591), False, 0.0, ["Joe Biden", "Barack Obama"]),
+    ("johnsnow_test1.jpg", 120, "pan_left", (0.0, 0.08, 1.0, 0.375), False, -0.3, ["Kit Harington"]),
+]
+MULTISHOT_MAX_SHOT_LEN = 3.0   # the last shot (4.8 s) is split into two parts
+
+
+@pytest.fixture(scope="session")
+def multishot(films, faces_dir) -> tuple[Path, FilmSpec, list[list[str]]]:
+    """(film path, its spec, expected cast names per detected shot part)."""
+    import skimage.data
+
+    cat = _still(films / "chelsea.png", skimage.data.chelsea())
+    shots, expected = [], []
+    for photo, frames, motion, crop, mirror, tint, names in MULTISHOT:
+        image = cat if photo == "@chelsea" else faces_dir / "probes" / photo
+        shots.append(ShotSpec(image, frames, motion, tuple(names), mirror=mirror, tint=tint, crop=crop))
+        parts = max(1, -(-frames // int(MULTISHOT_MAX_SHOT_LEN * 25)))
+        expected += [names] * parts
+    spec = FilmSpec(shots, width=640, height=360, fps=25)
+    return make_film(spec, films / "multishot.mp4"), spec, expected
+
+
+def lavfi_film(path: Path, *args: str, duration: float = 2.0, size: str = "320x240", rate: int = 25,
+               source: str = "testsrc2") -> Path:
+    """A short synthetic video made by ffmpeg; extra args go before the output path."""
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi",
+           "-i", f"{source}=size={size}:rate={rate}:duration={duration}", *args, str(path)]
+    subprocess.run(cmd, check=True)
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real ``movieid`` command line in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or REPO, env=env, timeout=600)

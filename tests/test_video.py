@@ -1,0 +1,158 @@
+"""Probing and frame access on real files made by ffmpeg, odd-but-valid ones included."""
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from movieid.errors import MovieIdError
+from movieid.video import FrameReader, probe
+
+from .conftest import lavfi_film
+
+
+def ffmpeg_frames(path, width, height) -> np.ndarray:
+    """Every frame as ffmpeg itself decodes it (the reference for frame-exact access)."""
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-fps_mode", "passthrough",
+                          "-s", f"{width}x{height}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                         capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+@pytest.fixture(scope="module")
+def cfr(films):
+    return lavfi_film(films / "cfr.mp4", "-c:v", "libx264", "-g", "50", duration=4, size="320x240")
+
+
+def test_probe_reads_size_rate_and_duration(cfr):
+    film = probe(cfr)
+    assert (film.width, film.height, film.rotation) == (320, 240, 0)
+    assert film.frame_count == 100 and film.fps == pytest.approx(25.0)
+    assert film.duration == pytest.approx(4.0, abs=1e-3)
+    assert not film.vfr and film.reader == "decord" and film.codec == "h264"
+    assert film.time(25) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("name, args", [
+    ("mp4", ["-c:v", "libx264", "-g", "30", "-bf", "3"]),
+    ("mkv", ["-c:v", "libx264", "-g", "30"]),
+    ("ts", ["-c:v", "libx264", "-g", "30"]),            # decord seeks wrongly here: ffmpeg fallback
+    ("mpg", ["-c:v", "mpeg2video", "-g", "12"]),
+    ("webm", ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-g", "30"]),
+    ("av1.mp4", ["-c:v", "libsvtav1", "-g", "30"]),     # decord's FFmpeg cannot decode AV1
+])
+def test_random_access_returns_the_exact_frames(films, name, args):
+    path = lavfi_film(films / f"access.{name}", *args, "-pix_fmt", "yuv420p", duration=3)
+    film = probe(path)
+    reference = ffmpeg_frames(path, film.width, film.height)
+    assert film.frame_count == len(reference) == 75
+    wanted = [70, 3, 40, 41, 12, 74, 3]
+    with FrameReader(film, size=(film.width, film.height)) as reader:
+        frames = reader.read(wanted)
+        streamed = [i for i, _ in reader.stream()]
+    for index, frame in zip(wanted, frames):
+        assert np.abs(frame.astype(int) - reference[index]).mean() < 1.0, (name, index)
+    assert streamed == list(range(75))
+
+
+def test_variable_frame_rate_keeps_each_frames_time(films):
+    # 2 s at 25 fps, then frames every 0.1 s: times must follow the file, not frame/fps.
+    path = lavfi_film(films / "vfr.mp4", "-vf", "setpts='if(lt(N,50),N/25,2+(N-50)/10)/TB'",
+                      "-fps_mode", "vfr", "-c:v", "libx264", duration=4)
+    film = probe(path)
+    assert film.vfr
+    deltas = np.diff(film.timestamps)
+    assert deltas[:40].max() == pytest.approx(0.04, abs=2e-3)
+    assert deltas[60:90].min() > 0.07
+    assert film.duration > 6.0           # 100 frames, but far more than 4 s of film
+
+
+def test_video_stream_starting_late_keeps_its_offset(films):
+    video = lavfi_film(films / "plain.mp4", "-c:v", "libx264", duration=2)
+    audio = films / "tone.m4a"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=duration=4", "-c:a", "aac",
+                    str(audio)], check=True)
+    late = films / "late.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-itsoffset", "1.5", "-i", str(video), "-i", str(audio),
+                    "-map", "0:v", "-map", "1:a", "-c", "copy", str(late)], check=True)
+    film = probe(late)
+    assert film.start_offset == pytest.approx(1.5, abs=0.01)
+    assert film.time(0) == pytest.approx(1.5, abs=0.01)
+    assert film.time(25) == pytest.approx(2.5, abs=0.01)
+
+
+def test_rotation_metadata_is_honoured(films):
+    plain = lavfi_film(films / "landscape.mp4", "-c:v", "libx264", duration=1, size="320x240")
+    rotated = films / "rotated.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(plain), "-c", "copy",
+                    "-metadata:s:v:0", "rotate=90", str(rotated)], check=True)
+    film = probe(rotated)
+    assert (film.width, film.height) == (240, 320) and film.rotation in (90, 270)
+    upright = ffmpeg_frames(rotated, 240, 320)   # ffmpeg rotates for display too
+    with FrameReader(film, size=(240, 320)) as reader:
+        frame = reader.read([10])[0]
+    assert frame.shape == (320, 240, 3)
+    assert np.abs(frame.astype(int) - upright[10]).mean() < 1.0
+
+
+def test_non_square_pixels_give_display_size(films):
+    path = lavfi_film(films / "anamorphic.mp4", "-vf", "setsar=16/11", "-c:v", "libx264",
+                      duration=1, size="352x288")
+    film = probe(path)
+    assert (film.width, film.height) == (512, 288)
+    with FrameReader(film, max_side=256) as reader:
+        assert reader.read([0])[0].shape == (144, 256, 3)
+
+
+def test_odd_dimensions_and_a_single_frame(films):
+    path = lavfi_film(films / "odd.mp4", "-frames:v", "1", "-c:v", "libx264", "-pix_fmt", "yuv444p",
+                      duration=1, size="321x199", source="testsrc")  # testsrc2 rounds sizes to even
+    film = probe(path)
+    assert film.frame_count == 1 and (film.width, film.height) == (321, 199)
+    with FrameReader(film, max_side=160) as reader:
+        assert reader.read([0])[0].shape[2] == 3
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("make, problem", [
+    (lambda d: d / "missing.mp4", "no such video file"),
+    (lambda d: d, "is a directory"),
+    (lambda d: _write(d / "empty.mp4", b""), "empty (0 bytes)"),
+    (lambda d: _write(d / "notes.mp4", b"just text\n"), "not a video file FFmpeg can read"),
+])
+def test_unusable_files_give_one_line_errors(tmp_path, make, problem):
+    path = make(tmp_path)
+    with pytest.raises(MovieIdError) as err:
+        probe(path)
+    assert problem in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_audio_only_and_still_images_are_refused(films, tmp_path):
+    audio = films / "tone_only.m4a"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=duration=1", str(audio)], check=True)
+    with pytest.raises(MovieIdError, match="has no video stream"):
+        probe(audio)
+    from PIL import Image
+
+    still = tmp_path / "still.png"
+    Image.new("RGB", (64, 48), "red").save(still)
+    with pytest.raises(MovieIdError, match="still image"):
+        probe(still)
+
+
+def test_truncated_file_is_refused(films, tmp_path):
+    full = lavfi_film(films / "full.mp4", "-c:v", "libx264", "-movflags", "+faststart", duration=8,
+                      size="640x360")
+    cut = tmp_path / "cut.mp4"
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(MovieIdError, match="corrupt or truncated"):
+        film = probe(cut)
+        with FrameReader(film, max_side=128) as reader:
+            for _ in reader.stream():
+                pass

@@ -1,0 +1,62 @@
+"""Queries in the published text form, and their ChatML token ids with 256 pad slots per image."""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from movieid.errors import MovieIdError
+
+from .config import IMAGE_TOKENS
+from .tokenizer import IMG_END, IMG_START, QwenTokenizer
+
+SYSTEM_PROMPT = "You are a helpful assistant."
+_IMAGE_SPAN = re.compile(re.escape(IMG_START) + r".*?" + re.escape(IMG_END), re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """ChatML token ids; ``image_starts[k]`` is the index of image k's first pad token."""
+
+    ids: list[int]
+    image_starts: list[int]
+
+
+def build_id_query(names: list[str], n_test: int, instruction: str) -> str:
+    """The authors' ID-reference layout: one ``Name is <img></img>`` line per cast member, then
+    the test images, then the instruction (ID images first, in the order of ``names``)."""
+    if n_test < 1:
+        raise MovieIdError("an ID query needs at least one test image")
+    tests = "\n".join([f"{IMG_START}{IMG_END}"] * n_test)
+    lines = [f"{name} is {IMG_START}{IMG_END}" for name in names]
+    return "\n ".join([*lines, f"Watching the following images {tests}"]) + "\n " + instruction
+
+
+def grounding_query(name: str) -> str:
+    """MM-ID's location prompt: the ID image of ``name``, then the image to search."""
+    return f"{name} is {IMG_START}{IMG_END}\n In the image: {IMG_START}{IMG_END}\n Identify {name} with grounding."
+
+
+def count_images(query: str) -> int:
+    return len(_IMAGE_SPAN.findall(query))
+
+
+def chat_prompt(tokenizer: QwenTokenizer, query: str) -> Prompt:
+    """Qwen-VL's ``make_context`` for one user turn. Each ``<img>...</img>`` becomes ``<img>``,
+    256 pads and ``</img>`` (the text between the tags is ignored: the image comes separately)."""
+    query = unicodedata.normalize("NFC", query)
+    texts = _IMAGE_SPAN.split(query)
+    if any(tag in text for text in texts for tag in (IMG_START, IMG_END)):
+        raise MovieIdError("query has an unmatched <img> or </img> tag")
+    nl = tokenizer.encode("\n")
+    ids = [tokenizer.im_start_id, *tokenizer.encode("system"), *nl, *tokenizer.encode(SYSTEM_PROMPT),
+           tokenizer.im_end_id, *nl, tokenizer.im_start_id, *tokenizer.encode("user"), *nl]
+    image_starts = []
+    for k, text in enumerate(texts):
+        if k:
+            ids.append(tokenizer.img_start_id)
+            image_starts.append(len(ids))
+            ids += [tokenizer.img_pad_id] * IMAGE_TOKENS + [tokenizer.img_end_id]
+        ids += tokenizer.encode(text)
+    ids += [tokenizer.im_end_id, *nl, tokenizer.im_start_id, *tokenizer.encode("assistant"), *nl]
+    return Prompt(ids, image_starts)

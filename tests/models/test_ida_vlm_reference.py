@@ -1,0 +1,44 @@
+"""Fidelity: the native model against a literal reference of the authors' forward pass (fp32)."""
+from __future__ import annotations
+
+import torch
+
+from models.ida_vlm import build_id_query
+from models.ida_vlm.images import preprocess
+from models.ida_vlm.prompt import chat_prompt
+from tests.helpers.tiny_ida_vlm import TINY_CONFIG
+from tests.models.ida_vlm_reference import reference_logits, reference_visual
+
+FLAG = {"id": 0, "test": 1, "general": 2}
+
+
+def _reference(model, query, images, roles):
+    state = model.state_dict()
+    pixels = preprocess(images, TINY_CONFIG["visual"]["image_size"], torch.device("cpu"))
+    tokens = reference_visual(state, TINY_CONFIG, pixels, [FLAG[r] for r in roles])
+    return tokens, reference_logits(state, TINY_CONFIG, chat_prompt(model.tokenizer, query).ids, tokens)
+
+
+def _check(model, query, images, roles):
+    tokens, expected = _reference(model, query, images, roles)
+    torch.testing.assert_close(model.encode_images(images, roles), tokens, rtol=0, atol=1e-4)
+    logits = model.logits(query, images, roles)
+    assert logits.shape == expected.shape
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-4)
+
+
+def test_base_matches_reference_short_prompt(base_model, frames):
+    query = build_id_query(["Alice"], 1, "What is Alice doing?")
+    assert len(chat_prompt(base_model.tokenizer, query).ids) <= TINY_CONFIG["seq_length"] * 2
+    _check(base_model, query, frames[:2], ["id", "test"])
+
+
+def test_idf_matches_reference_beyond_seq_length(idf_model, frames):
+    """3 ID + 2 test images: the ID-Former is active and the prompt is far beyond seq_length
+    (300), so dynamic NTK and log-n scaling are exercised too."""
+    query = build_id_query(["Alice", "Bob", "Carol"], 2, "and describe their content.")
+    _check(idf_model, query, frames[:5], ["id", "id", "id", "test", "test"])
+
+
+def test_general_images_match_reference(idf_model, frames):
+    _check(idf_model, "Picture 1: <img>a.jpg</img>\nGive an image description.", frames[5:6], ["general"])

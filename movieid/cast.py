@@ -118,7 +118,7 @@ def _images_in(folder: Path) -> list[Path]:
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _read_manifest(path: Path) -> object:
+def _read_manifest(path: Path) -> dict:
     import yaml
 
     try:
@@ -129,6 +129,8 @@ def _read_manifest(path: Path) -> object:
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise MovieIdError(f"cast manifest is not valid {path.suffix[1:].upper()} "
                            f"({str(exc).splitlines()[0]})", path) from None
+    if isinstance(data, list):
+        data = {"members": data}
     _validate(data, "cast.schema.json", path)
     return data
 
@@ -137,9 +139,8 @@ def _validate(data: object, schema_name: str, path: Path) -> None:
     import jsonschema
 
     schema = json.loads(resources.files("movieid.schema").joinpath(schema_name).read_text())
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.path))
-    if errors:
-        err = errors[0]
+    err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
+    if err is not None:
         where = "/".join(str(p) for p in err.path) or "top level"
         raise MovieIdError(f"invalid cast manifest at {where}: {err.message}", path)
 
@@ -155,8 +156,7 @@ def discover(root: str | Path) -> list[CastEntry]:
     entries: list[CastEntry] = []
     if manifest is not None:
         data = _read_manifest(manifest)
-        members = data["members"] if isinstance(data, dict) else data
-        for item in members:
+        for item in data["members"]:
             name = item["name"].strip()
             if "images" in item:
                 images = tuple(root / p for p in item["images"])
@@ -229,14 +229,14 @@ class EmbeddingCache:
         path = self._file(sha)
         if path is None:
             return
-        dim = faces[0].embedding.shape[0] if faces else 0
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
             with os.fdopen(fd, "wb") as fh:
                 np.savez(fh, boxes=np.array([f.box.as_list(3) for f in faces], np.float32).reshape(-1, 4),
                          scores=np.array([f.score for f in faces], np.float32),
-                         embeddings=np.array([f.embedding for f in faces], np.float32).reshape(-1, dim))
+                         embeddings=np.stack([f.embedding for f in faces]) if faces
+                         else np.zeros((0, 0), np.float32))
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("cannot write the embedding cache in %s (%s); continuing without it", path.parent, exc)

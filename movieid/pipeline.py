@@ -138,9 +138,9 @@ class Annotator:
 
     # ------------------------------------------------------------------ the pipeline
 
-    def annotate(self, film_path: str | Path) -> FilmAnnotation:
+    def annotate(self, film: str | Path | Film) -> FilmAnnotation:
         options = self.options
-        film = probe(film_path)
+        film = film if isinstance(film, Film) else probe(film)
         log.info("%s: %dx%d, %.3f fps%s, %d frames, reader %s", film.path, film.width, film.height,
                  film.fps, " (VFR)" if film.vfr else "", film.frame_count, film.reader)
         shot_faces = self._faces(film)

@@ -1,0 +1,122 @@
+"""Cast folders: layouts, manifests, bad photos, strictness and the embedding cache."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from movieid.cast import discover, load_cast
+from movieid.errors import MovieIdError
+from movieid.faces.dlib_backend import DlibBackend
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return DlibBackend()
+
+
+def _photo(faces_dir, name):
+    cast = faces_dir / "cast" / name
+    return next(p for p in sorted(cast.iterdir()) if p.is_file())
+
+
+def test_folder_per_person(cast_dir, backend, tmp_path):
+    cast = load_cast(cast_dir, backend, cache_dir=tmp_path)
+    assert cast.names == ["Barack Obama", "Joe Biden", "Kit Harington", "Rose Leslie"]
+    for member in cast.members:
+        assert len(member.photos) == 1
+        emb = member.photos[0].embedding
+        assert emb.shape == (128,) and np.linalg.norm(emb) == pytest.approx(1.0, abs=1e-5)
+        assert member.photos[0].box.size > 80
+
+
+def test_loose_photos_are_named_after_the_file(faces_dir, tmp_path):
+    root = tmp_path / "cast"
+    root.mkdir()
+    shutil.copy(_photo(faces_dir, "Rose Leslie"), root / "Rose_Leslie.jpg")
+    (root / "notes.txt").write_text("not a photo: ignored")
+    entries = discover(root)
+    assert [(e.name, len(e.images)) for e in entries] == [("Rose Leslie", 1)]
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_manifest_gives_names_aliases_and_photos(faces_dir, backend, tmp_path, fmt):
+    root = tmp_path / "cast"
+    root.mkdir()
+    members = [{"name": "Jon Snow", "aliases": ["Kit"], "images": [str(_photo(faces_dir, "Kit Harington"))]},
+               {"name": "Ygritte", "images": [str(_photo(faces_dir, "Rose Leslie"))]}]
+    if fmt == "yaml":
+        import yaml
+        (root / "cast.yaml").write_text(yaml.safe_dump({"members": members}))
+    else:
+        (root / "cast.json").write_text(json.dumps(members))
+    cast = load_cast(root, backend, cache_dir=tmp_path / "cache")
+    assert cast.names == ["Jon Snow", "Ygritte"]
+    assert cast.member("Jon Snow").aliases == ("Kit",)
+
+
+def test_invalid_manifest_names_the_problem(tmp_path):
+    root = tmp_path / "cast"
+    root.mkdir()
+    (root / "cast.yaml").write_text("members:\n  - aliases: [x]\n")
+    with pytest.raises(MovieIdError) as err:
+        discover(root)
+    assert "cast.yaml" in str(err.value) and "'name' is a required property" in str(err.value)
+
+
+def test_empty_and_missing_cast_folders(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MovieIdError, match="cast folder has no people"):
+        discover(tmp_path / "empty")
+    with pytest.raises(MovieIdError, match="no such cast folder"):
+        discover(tmp_path / "nope")
+
+
+def test_a_file_that_is_not_an_image(backend, tmp_path):
+    person = tmp_path / "cast" / "Somebody"
+    person.mkdir(parents=True)
+    (person / "photo.jpg").write_text("this is not a JPEG")
+    with pytest.raises(MovieIdError) as err:
+        load_cast(tmp_path / "cast", backend, cache_dir=tmp_path / "cache")
+    assert "photo.jpg" in str(err.value) and "not an image" in str(err.value)
+
+
+@pytest.mark.parametrize("probe, problem", [("kit_with_rose.jpg", "2 faces found"),
+                                            ("@blank", "no face found")])
+def test_photos_without_exactly_one_face(faces_dir, backend, tmp_path, probe, problem):
+    person = tmp_path / "cast" / "Somebody"
+    person.mkdir(parents=True)
+    if probe == "@blank":
+        from PIL import Image
+        Image.new("RGB", (300, 300), (90, 120, 150)).save(person / "photo.jpg")
+    else:
+        shutil.copy(faces_dir / "probes" / probe, person / "photo.jpg")
+    with pytest.raises(MovieIdError) as err:
+        load_cast(tmp_path / "cast", backend, cache_dir=tmp_path / "cache")
+    assert problem in str(err.value) and "photo.jpg" in str(err.value)
+
+
+def test_not_strict_skips_bad_photos_with_a_warning(faces_dir, backend, tmp_path, caplog):
+    root = tmp_path / "cast"
+    (root / "Rose Leslie").mkdir(parents=True)
+    (root / "Two People").mkdir()
+    shutil.copy(_photo(faces_dir, "Rose Leslie"), root / "Rose Leslie" / "a.jpg")
+    shutil.copy(faces_dir / "probes" / "kit_with_rose.jpg", root / "Two People" / "b.jpg")
+    cast = load_cast(root, backend, strict=False, cache_dir=tmp_path / "cache")
+    assert cast.names == ["Rose Leslie"]
+    assert "b.jpg" in caplog.text and "Two People" in caplog.text
+
+
+def test_embeddings_are_cached_by_content(cast_dir, backend, tmp_path, monkeypatch):
+    first = load_cast(cast_dir, backend, cache_dir=tmp_path)
+    assert len(list((tmp_path / "faces").rglob("*.npz"))) == 4
+
+    def no_detection(*args, **kwargs):
+        raise AssertionError("the cache should have answered")
+
+    monkeypatch.setattr(backend, "detect", no_detection)
+    second = load_cast(cast_dir, backend, cache_dir=tmp_path)
+    for a, b in zip(first.members, second.members):
+        assert np.allclose(a.embeddings, b.embeddings, atol=1e-6)

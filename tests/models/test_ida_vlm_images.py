@@ -21,7 +21,7 @@ def _clip(pixels_uint8: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("shape,size", [((360, 640), 56), ((30, 44), 56), ((607, 1080), 448), ((200, 150), 448)])
-def test_resize_matches_pil_bicubic(frames, shape, size):
+def test_resize_matches_pil_bicubic(shape, size):
     rng = np.random.default_rng(sum(shape))
     yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
     image = np.stack([127 + 90 * np.sin(xx / 13 + c) * np.cos(yy / 17 - c) for c in range(3)], -1)
@@ -29,7 +29,7 @@ def test_resize_matches_pil_bicubic(frames, shape, size):
     ours = resize_bicubic(image, size, CPU).permute(1, 2, 0).numpy().astype(np.int16)
     pil = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC)).astype(np.int16)
     diff = np.abs(ours - pil)
-    assert diff.max() <= 1 and (diff > 0).mean() < 0.05
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.002
 
 
 def test_clip_normalisation_is_exact():

@@ -1,0 +1,174 @@
+"""The command line, run for real in a subprocess: outputs, exit codes and bad input.
+
+Every bad input must give one line on stderr naming the file and the problem, a non-zero
+exit code, no traceback, and no output files.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from .conftest import lavfi_film, run_cli
+
+
+@pytest.fixture(scope="module")
+def short_film(multishot, films):
+    """The first three shots of the multi-shot film (fast to annotate)."""
+    path, _, _ = multishot
+    out = films / "short.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(path), "-frames:v", "130", "-c", "copy", str(out)],
+                   check=True)
+    return out
+
+
+def env_with_cache(tmp_path):
+    return {**os.environ, "MOVIEID_CACHE_DIR": str(tmp_path / "cache")}
+
+
+def assert_one_line_error(proc, *needles, code=1):
+    assert proc.returncode == code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert str(needle) in lines[0], (needle, lines[0])
+
+
+def test_annotate_writes_three_files_and_refuses_to_overwrite(short_film, cast_dir, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("annotate", short_film, "--cast", cast_dir, "-o", out, "--face-backend", "dlib",
+                   env=env_with_cache(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["short.json", "short.srt", "short.vtt"]
+    doc = json.loads((out / "short.json").read_text())
+    assert [s["names"] for s in doc["shots"]] == [["Barack Obama"], ["Joe Biden"], ["Barack Obama", "Joe Biden"]]
+    assert "Barack Obama (left) and Joe Biden (right)" in (out / "short.srt").read_text()
+    assert "cast on screen: Barack Obama, Joe Biden" in proc.stdout
+
+    again = run_cli("annotate", short_film, "--cast", cast_dir, "-o", out, env=env_with_cache(tmp_path))
+    assert_one_line_error(again, out / "short.srt", "--overwrite")
+    forced = run_cli("annotate", short_film, "--cast", cast_dir, "-o", out, "--overwrite", "--quiet",
+                     "--format", "srt", env=env_with_cache(tmp_path))
+    assert forced.returncode == 0 and forced.stdout == "" and forced.stderr == ""
+
+
+def test_shots_command_table_and_json(short_film):
+    table = run_cli("shots", short_film, "-q")
+    assert table.returncode == 0
+    assert len(table.stdout.strip().splitlines()) == 4          # header + 3 shots
+    doc = json.loads(run_cli("shots", short_film, "--json", "-q").stdout)
+    assert [s["start_frame"] for s in doc["shots"]] == [0, 40, 80]
+    assert doc["film"]["frame_count"] == 130
+
+
+def test_cast_check_reports_each_photo(cast_dir, faces_dir, tmp_path):
+    proc = run_cli("cast", "check", cast_dir, "--face-backend", "dlib", "--json", env=env_with_cache(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["photos"]
+    assert [(r["name"], r["faces"], r["status"]) for r in rows] == [
+        (n, 1, "ok") for n in ("Barack Obama", "Joe Biden", "Kit Harington", "Rose Leslie")]
+    bad = tmp_path / "bad_cast" / "Pair"
+    bad.mkdir(parents=True)
+    shutil.copy(faces_dir / "probes" / "two_people.jpg", bad / "pair.jpg")
+    proc = run_cli("cast", "check", tmp_path / "bad_cast", "--face-backend", "dlib", env=env_with_cache(tmp_path))
+    assert proc.returncode == 1 and "2 faces found" in proc.stdout
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def _not_a_video(tmp_path):
+    path = tmp_path / "report.mp4"
+    path.write_text("quarterly report\n" * 50)
+    return path
+
+
+def _zero_bytes(tmp_path):
+    path = tmp_path / "zero.mp4"
+    path.write_bytes(b"")
+    return path
+
+
+def _truncated(tmp_path):
+    full = lavfi_film(tmp_path / "full.mp4", "-c:v", "libx264", "-movflags", "+faststart", duration=6,
+                      size="480x270")
+    cut = tmp_path / "truncated.mp4"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    full.unlink()
+    return cut
+
+
+def _no_video_stream(tmp_path):
+    path = tmp_path / "music.m4a"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=duration=1", str(path)], check=True)
+    return path
+
+
+@pytest.mark.parametrize("make, problem", [
+    (lambda tmp: tmp / "missing.mp4", "no such video file"),
+    (_not_a_video, "not a video file"),
+    (_truncated, "corrupt or truncated"),
+    (_zero_bytes, "empty (0 bytes)"),
+    (_no_video_stream, "has no video stream"),
+], ids=["missing", "not-a-video", "truncated", "zero-bytes", "no-video-stream"])
+def test_bad_film(tmp_path, cast_dir, make, problem):
+    film = make(tmp_path)
+    out = tmp_path / "out"
+    proc = run_cli("annotate", film, "--cast", cast_dir, "-o", out, env=env_with_cache(tmp_path))
+    assert_one_line_error(proc, film, problem)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def _cast_with(tmp_path, faces_dir, photo):
+    person = tmp_path / "cast" / "Someone"
+    person.mkdir(parents=True)
+    if photo == "@text":
+        (person / "photo.jpg").write_text("not a picture")
+    elif photo == "@blank":
+        from PIL import Image
+        Image.new("RGB", (400, 300), (120, 90, 60)).save(person / "photo.jpg")
+    else:
+        shutil.copy(faces_dir / "probes" / photo, person / "photo.jpg")
+    return tmp_path / "cast", person / "photo.jpg"
+
+
+@pytest.mark.parametrize("photo, problem", [("@text", "not an image"), ("@blank", "no face found"),
+                                            ("two_people.jpg", "2 faces found")],
+                         ids=["not-an-image", "no-face", "two-faces"])
+def test_bad_cast_photo(short_film, faces_dir, tmp_path, photo, problem):
+    cast, bad = _cast_with(tmp_path, faces_dir, photo)
+    out = tmp_path / "out"
+    proc = run_cli("annotate", short_film, "--cast", cast, "-o", out, "--face-backend", "dlib",
+                   env=env_with_cache(tmp_path))
+    assert_one_line_error(proc, bad, problem)
+    assert not any(out.iterdir())
+
+
+def test_empty_cast_folder(short_film, tmp_path):
+    (tmp_path / "cast").mkdir()
+    proc = run_cli("annotate", short_film, "--cast", tmp_path / "cast", "-o", tmp_path / "out",
+                   env=env_with_cache(tmp_path))
+    assert_one_line_error(proc, tmp_path / "cast", "no people")
+
+
+def test_output_folder_not_writable(short_film, cast_dir, tmp_path):
+    if os.geteuid() == 0:
+        target = "/sys"                       # root writes anywhere else; sysfs refuses new files
+    else:
+        target = tmp_path / "locked"
+        target.mkdir()
+        target.chmod(0o500)
+    proc = run_cli("annotate", short_film, "--cast", cast_dir, "-o", target, env=env_with_cache(tmp_path))
+    assert_one_line_error(proc, target, "not writable")
+
+
+def test_usage_errors_exit_2_in_one_line(short_film):
+    proc = run_cli("annotate", short_film, "--no-such-option")
+    assert_one_line_error(proc, "No such option", code=2)
+    proc = run_cli("annotate", short_film, "--engine", "ida-vlm")
+    assert_one_line_error(proc, "--model", code=2)
+    proc = run_cli("annotate", short_film, "--max-images", "1")
+    assert_one_line_error(proc, "--max-images", code=2)

@@ -77,11 +77,11 @@ class IdaVlm(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.lm_head.weight.device
+        return self.transformer.wte.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.lm_head.weight.dtype
+        return self.transformer.wte.weight.dtype
 
     @property
     def variant(self) -> str:

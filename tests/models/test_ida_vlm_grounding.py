@@ -1,0 +1,56 @@
+"""Grounding: answers on the 0..1000 scale to pixel boxes, and the MM-ID location request."""
+from __future__ import annotations
+
+import pytest
+
+from models.ida_vlm import Box, Generation, grounding_query, parse_boxes
+from models.ida_vlm.grounding import box_for
+
+
+def test_parses_a_named_box_into_pixels():
+    boxes = parse_boxes("<ref>Ben Milo</ref><box>(383,50),(555,231)</box>", width=1000, height=500)
+    assert boxes == [Box("Ben Milo", 383.0, 25.0, 555.0, 115.5)]
+
+
+def test_several_refs_and_boxes():
+    text = ("<ref>Alice</ref><box>(0,0),(500,500)</box><box>(500,500),(1000,1000)</box> and "
+            "<ref> Bob </ref><box>( 100 , 200 ),( 300 , 400 )</box> then <box>(1,2),(3,4)</box>")
+    boxes = parse_boxes(text, width=200, height=100)
+    assert [b.name for b in boxes] == ["Alice", "Alice", "Bob", "Bob"]
+    assert boxes[1] == Box("Alice", 100.0, 50.0, 200.0, 100.0)
+    assert boxes[2] == Box("Bob", 20.0, 20.0, 60.0, 40.0)
+
+
+def test_box_without_ref_and_no_box():
+    assert parse_boxes("<box>(10,20),(30,40)</box>", 1000, 1000) == [Box(None, 10.0, 20.0, 30.0, 40.0)]
+    assert parse_boxes("Alice is not in the image.", 640, 480) == []
+    assert parse_boxes("<box>(10,20)</box>", 640, 480) == []
+
+
+def test_box_for_prefers_the_named_box():
+    boxes = [Box("Bob", 0, 0, 1, 1), Box("alice", 2, 2, 3, 3)]
+    assert box_for(boxes, "Alice ") == boxes[1]
+    assert box_for(boxes, "Carol") == boxes[0]
+    assert box_for([], "Carol") is None
+
+
+def test_locate_asks_the_mmid_question_and_scales_to_the_image(base_model, frames, monkeypatch):
+    seen = []
+
+    def fake_generate(requests, max_new_tokens):
+        seen.extend(requests)
+        return [Generation("<ref>Alice</ref><box>(250,500),(750,1000)</box>", [], "stop")]
+    monkeypatch.setattr(base_model, "generate", fake_generate)
+    box = base_model.locate("Alice", frames[1], frames[0])  # frames[0] is 128 x 72
+    assert seen == [(grounding_query("Alice"), [frames[1], frames[0]], ["id", "test"])]
+    assert box == Box("Alice", 32.0, 36.0, 96.0, 72.0)
+
+
+def test_locate_runs_end_to_end(base_model, frames):
+    box = base_model.locate("Alice", frames[1], frames[0], max_new_tokens=4)
+    assert box is None or isinstance(box, Box)  # a random tiny model rarely writes a box
+
+
+@pytest.mark.parametrize("text", ["<ref>Alice</ref>", "<box>(a,b),(c,d)</box>"])
+def test_malformed_answers_give_no_box(text):
+    assert parse_boxes(text, 100, 100) == []

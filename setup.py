@@ -4,7 +4,8 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
-VERSION = "0.1.0"
+VERSION = next(line.split('"')[1] for line in (HERE / "movieid" / "__init__.py").read_text().splitlines()
+               if line.startswith("__version__"))
 
 # Version ranges only; exact pins that must hold (torch's CPU build here) live in
 # constraints.txt, the one place for pins.
@@ -23,11 +24,13 @@ CORE = [
     "webvtt-py>=0.5",
     "jsonschema>=4.20",
     "pyyaml>=6",
+    "insightface>=0.7.3",          # SCRFD + ArcFace when a model pack is on disk; its wheel's photos
+    "onnxruntime>=1.16",           #   build the sample film
+    "scikit-image>=0.21",          # sample film photos
 ]
 VLM = ["torch>=2.4", "tiktoken>=0.6", "safetensors>=0.4", "huggingface_hub>=0.23"]
-INSIGHTFACE = ["insightface>=0.7.3", "onnxruntime>=1.16"]
 RAY = ["ray>=2.9"]
-TEST = ["pytest>=8", "onnx>=1.15", *VLM, *INSIGHTFACE]
+TEST = ["pytest>=8", "onnx>=1.15", *VLM]
 
 setup(
     name="movieid",
@@ -39,8 +42,7 @@ setup(
     packages=find_packages(include=["movieid", "movieid.*", "cli", "cli.*", "models", "models.*"]),
     package_data={"movieid": ["schema/*.json"]},
     install_requires=CORE,
-    extras_require={"vlm": VLM, "insightface": INSIGHTFACE, "ray": RAY, "test": TEST,
-                    "all": VLM + INSIGHTFACE + RAY},
+    extras_require={"vlm": VLM, "ray": RAY, "test": TEST, "all": VLM + RAY},
     entry_points={"console_scripts": ["movieid=cli.main:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Multimedia :: Video"],
 )

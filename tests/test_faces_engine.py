@@ -28,6 +28,6 @@ def test_cast_member_with_unknown_people():
 
 def test_three_cast_members_and_only_unknowns_and_nobody():
     c = describe([person("A", x=0), person("B", x=400), person("C", x=800)])
-    assert c.text == "A (left), B (centre) and C (right)"
+    assert c.text == "A, B and C (left to right)"
     assert describe([person(label="Unknown 2")]).text == "One unknown person (Unknown 2) on screen"
     assert describe([]).text == NOBODY and describe([]).names == ()

@@ -2,7 +2,7 @@
 
 "Barack Obama (left) and Joe Biden (right)", "Rose Leslie with one unknown person
 (Unknown 1)", "No one recognisable on screen." Only cast names and Unknown labels are
-ever used. Positions are given when two or more cast members share the screen.
+ever used. Where several cast members share the screen they are named left to right.
 """
 from __future__ import annotations
 
@@ -21,10 +21,6 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _positions(n: int) -> list[str]:
-    return ["left"] + ["centre"] * (n - 2) + ["right"] if n >= 2 else [""]
-
-
 def describe(people: list[Person]) -> Caption:
     ordered = sorted(people, key=Person.center_x)
     named = list(dict.fromkeys(p.name for p in ordered if p.name))
@@ -32,8 +28,10 @@ def describe(people: list[Person]) -> Caption:
     if not named and not unknown:
         return Caption(NOBODY, ())
     if named:
-        parts = named if len(named) == 1 else [f"{n} ({pos})" for n, pos in zip(named, _positions(len(named)))]
-        text = _join(parts)
+        if len(named) == 2:
+            text = f"{named[0]} (left) and {named[1]} (right)"
+        else:
+            text = _join(named) + (" (left to right)" if len(named) > 2 else "")
         if unknown:
             noun = "person" if len(unknown) == 1 else "people"
             text += f" with {_count(len(unknown))} unknown {noun} ({', '.join(unknown)})"

@@ -117,9 +117,28 @@ def bench_variant(variant: str, args, tokenizer: QwenTokenizer) -> list[dict]:
     rows.append({"path": f"{variant} engine batch breakdown", "prompt_tokens": prompt_len,
                  "vision_s": vision, "prefill_plus_vision_s": one,
                  "decode_step_ms": 1000 * (full - one) / max(args.new_tokens - 1, 1), "total_s": full})
+    if args.profile:
+        profile(model, batch)
     del model
     torch.cuda.empty_cache()
     return rows
+
+
+def profile(model: IdaVlm, batch: list) -> None:
+    """Diagnostics: the stages of one engine batch timed apart, then the top CUDA kernels."""
+    from models.ida_vlm.images import preprocess
+    visual = model.transformer.visual
+    test_images = [imgs[3:] for _, imgs, _ in batch]
+    pre, pixels = timed(lambda: [preprocess(imgs, 448, model.device) for imgs in test_images])
+    with torch.inference_mode():
+        vit, feats = timed(lambda: [visual.patch_features(p) for p in pixels])
+        pool, _ = timed(lambda: [visual.output(visual.attn_pool(f)) for f in feats])
+    print(f"per batch: preprocess {pre:.3f} s, ViT {vit:.3f} s, resampler {pool:.3f} s", flush=True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                            torch.profiler.ProfilerActivity.CUDA]) as prof:
+        model.generate(batch, max_new_tokens=8, ignore_eos=True)
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70), flush=True)
 
 
 def main() -> None:
@@ -130,6 +149,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--variants", nargs="+", default=["base"], choices=["base", "idf"])
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--profile", action="store_true", help="also print a stage and kernel profile")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench/ida_vlm.py needs a CUDA GPU")

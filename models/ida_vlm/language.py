@@ -13,7 +13,7 @@ from .config import IdaVlmConfig
 
 
 class RMSNorm(nn.Module):
-    """Normalised in float32, cast back, then scaled (Qwen's order of operations)."""
+    """Normalised in float32 and rounded to the input's dtype, then scaled (Qwen's order)."""
 
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -21,8 +21,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.empty(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+        return F.rms_norm(x, x.shape[-1:], eps=self.eps) * self.weight
 
 
 def ntk_alpha(prompt_length: int, seq_length: int) -> float:
@@ -32,7 +31,8 @@ def ntk_alpha(prompt_length: int, seq_length: int) -> float:
 
 @dataclass
 class Positions:
-    """Rotary tables ``[B, T, 1, head_dim]`` (float32) and the log-n query scale ``[B, T, 1, 1]``
+    """Rotary tables ``[B, T, 1, 1, head_dim]`` (float32, for queries and keys stacked) and the
+    log-n query scale ``[B, T, 1, 1]``
     (None where every position is within seq_length, so the scale would be 1)."""
 
     cos: torch.Tensor
@@ -53,7 +53,7 @@ def positions_for(config: IdaVlmConfig, positions: torch.Tensor, alphas: list[fl
         base = config.rotary_emb_base * alpha ** (dim / (dim - 2))
         inv_freq.append(1.0 / (base ** (torch.arange(0, dim, 2, device=positions.device).float() / dim)))
     freqs = positions.float()[..., None] * torch.stack(inv_freq)[:, None, :]
-    emb = torch.cat((freqs, freqs), dim=-1)[:, :, None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)[:, :, None, None, :]
     logn = None
     if config.use_logn_attn and int(positions.max()) + 1 > config.seq_length:
         one_based = (positions + 1).double()
@@ -105,8 +105,9 @@ class Attention(nn.Module):
 
     def forward(self, x, pos: Positions, slot: tuple[torch.Tensor, torch.Tensor, CacheSlot] | None,
                 key_mask: torch.Tensor | None) -> torch.Tensor:
-        q, k, v = (t.unflatten(-1, (self.heads, -1)) for t in self.c_attn(x).chunk(3, dim=-1))
-        q, k = rotate(q, pos), rotate(k, pos)
+        qkv = self.c_attn(x).unflatten(-1, (3, self.heads, -1))  # [B, T, (q, k, v), heads, head_dim]
+        q, k = rotate(qkv[:, :, :2], pos).unbind(2)
+        v = qkv[:, :, 2]
         if pos.logn is not None:
             q = q * pos.logn
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, T, head_dim]

@@ -72,7 +72,7 @@ class _ScriptedHead(nn.Module):
 @pytest.mark.parametrize("stop", ["im_end_id", "endoftext_id", "im_start_id"])
 def test_generation_stops_at_chatml_end_tokens(checkpoints, stop, frames, monkeypatch):
     from models.ida_vlm import IdaVlm
-    model = IdaVlm.from_pretrained(checkpoints("base"))
+    model = IdaVlm.from_pretrained(checkpoints("base"), device="cpu")
     tok = model.tokenizer
     words = tok.encode(" Alice is walking")
     monkeypatch.setattr(model, "lm_head", _ScriptedHead([*words, getattr(tok, stop), *words], model.config.vocab_size))
@@ -82,7 +82,7 @@ def test_generation_stops_at_chatml_end_tokens(checkpoints, stop, frames, monkey
 
 def test_ignore_eos_and_max_new_tokens(checkpoints, frames, monkeypatch):
     from models.ida_vlm import IdaVlm
-    model = IdaVlm.from_pretrained(checkpoints("base"))
+    model = IdaVlm.from_pretrained(checkpoints("base"), device="cpu")
     tok = model.tokenizer
     monkeypatch.setattr(model, "lm_head", _ScriptedHead([tok.im_end_id], model.config.vocab_size))
     (answer,) = model.generate([("Who? <img></img>", frames[:1], ["general"])], max_new_tokens=7, ignore_eos=True)

@@ -19,7 +19,7 @@ QUERY = "Give an image description. <img></img>"
 
 @pytest.mark.parametrize("variant", ["base", "idf"])
 def test_parameter_names_are_exactly_the_published_keys(checkpoints, variant):
-    model = IdaVlm.from_pretrained(checkpoints(variant), variant=variant)
+    model = IdaVlm.from_pretrained(checkpoints(variant), variant=variant, device="cpu")
     expected = published_shapes(TINY_CONFIG, with_id_former=variant == "idf")
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == expected
     assert not any(p.is_meta for p in model.parameters())
@@ -31,7 +31,7 @@ def test_every_weight_format_loads_the_same_weights(tmp_path, base_model, frames
     folder = build_tiny_checkpoint(tmp_path / "ckpt", fmt=fmt, shards=shards)
     index = {"bin": "pytorch_model.bin.index.json", "safetensors": "model.safetensors.index.json"}[fmt]
     assert (folder / index).exists() == (shards > 1)
-    model = IdaVlm.from_pretrained(folder)
+    model = IdaVlm.from_pretrained(folder, device="cpu")
     for key, value in base_model.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
     assert torch.equal(model.logits(QUERY, frames[:1], ["general"]), base_model.logits(QUERY, frames[:1], ["general"]))
@@ -40,8 +40,8 @@ def test_every_weight_format_loads_the_same_weights(tmp_path, base_model, frames
 def test_repo_root_layout_and_variant_choice(tmp_path):
     build_tiny_checkpoint(tmp_path / "weights" / "model-base")
     build_tiny_checkpoint(tmp_path / "weights" / "model-idf", variant="idf")
-    assert IdaVlm.from_pretrained(tmp_path).variant == "base"
-    assert IdaVlm.from_pretrained(tmp_path, variant="idf").variant == "idf"
+    assert IdaVlm.from_pretrained(tmp_path, device="cpu").variant == "base"
+    assert IdaVlm.from_pretrained(tmp_path, variant="idf", device="cpu").variant == "idf"
     with pytest.raises(MovieIdError, match="unknown variant"):
         IdaVlm.from_pretrained(tmp_path, variant="large")
 
@@ -136,5 +136,5 @@ def test_hub_download_result_is_used(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(huggingface_hub, "snapshot_download",
                         lambda repo, allow_patterns: calls.append((repo, allow_patterns)) or str(tmp_path))
-    assert IdaVlm.from_pretrained("jiyatai/IDA-VLM").variant == "base"
+    assert IdaVlm.from_pretrained("jiyatai/IDA-VLM", device="cpu").variant == "base"
     assert calls == [("jiyatai/IDA-VLM", ["weights/model-base/*"])]

@@ -29,7 +29,7 @@ def test_encode_images_gives_256_tokens_per_image(base_model, frames):
 
 
 def test_id_former_with_zero_output_is_an_identity(checkpoints, base_model, frames):
-    zero = IdaVlm.from_pretrained(checkpoints("idf_zero"), variant="idf")
+    zero = IdaVlm.from_pretrained(checkpoints("idf_zero"), variant="idf", device="cpu")
     assert torch.equal(zero.logits(_query(), frames[:5], ROLES_3_2), base_model.logits(_query(), frames[:5], ROLES_3_2))
 
 
@@ -130,7 +130,7 @@ def scaling_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("scaling")
     flags = {"off": (False, False), "ntk": (True, False), "logn": (False, True), "both": (True, True)}
     return {name: IdaVlm.from_pretrained(build_tiny_checkpoint(
-        root / name, config_overrides={"use_dynamic_ntk": ntk, "use_logn_attn": logn})) for name, (ntk, logn) in flags.items()}
+        root / name, config_overrides={"use_dynamic_ntk": ntk, "use_logn_attn": logn}), device="cpu") for name, (ntk, logn) in flags.items()}
 
 
 def test_ntk_and_logn_do_nothing_up_to_seq_length(scaling_models, frames):

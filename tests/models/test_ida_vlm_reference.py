@@ -42,3 +42,15 @@ def test_idf_matches_reference_beyond_seq_length(idf_model, frames):
 
 def test_general_images_match_reference(idf_model, frames):
     _check(idf_model, "Picture 1: <img>a.jpg</img>\nGive an image description.", frames[5:6], ["general"])
+
+
+def test_grid_resize_matches_torch_bicubic():
+    """Position tables are resized by a precomputed bicubic map instead of F.interpolate."""
+    from models.ida_vlm.resampler import resize_grid_embedding
+    table = torch.randn(256, 96, generator=torch.Generator().manual_seed(0))
+    for target in (4, 32):
+        grid = table.reshape(1, 16, 16, -1).permute(0, 3, 1, 2)
+        expected = torch.nn.functional.interpolate(grid, size=(target, target), mode="bicubic", align_corners=False)
+        torch.testing.assert_close(resize_grid_embedding(table, target * target),
+                                   expected.permute(0, 2, 3, 1).flatten(0, 2), rtol=0, atol=1e-5)
+    assert resize_grid_embedding(table, 256) is table

@@ -97,13 +97,13 @@ class CacheSlot:
 
 
 class Attention(nn.Module):
-    def __init__(self, config: IdaVlmConfig):
+    def __init__(self, config: IdaVlmConfig, layer: int):
         super().__init__()
-        self.heads = config.num_attention_heads
+        self.heads, self.layer = config.num_attention_heads, layer
         self.c_attn = nn.Linear(config.hidden_size, 3 * config.hidden_size)  # [Q; K; V] blocks
         self.c_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=not config.no_bias)
 
-    def forward(self, x, pos: Positions, slot: tuple[torch.Tensor, torch.Tensor, CacheSlot] | None,
+    def forward(self, x: torch.Tensor, pos: Positions, slot: CacheSlot | None,
                 key_mask: torch.Tensor | None) -> torch.Tensor:
         qkv = self.c_attn(x).unflatten(-1, (3, self.heads, -1))  # [B, T, (q, k, v), heads, head_dim]
         q, k = rotate(qkv[:, :, :2], pos).unbind(2)
@@ -112,13 +112,14 @@ class Attention(nn.Module):
             q = q * pos.logn
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, T, head_dim]
         if slot is not None:
-            keys, values, where = slot
-            end = where.start + x.shape[1]
-            keys[where.rows, :, where.start:end] = k
-            values[where.rows, :, where.start:end] = v
-            if where.read_cache:
-                k, v = keys[where.rows, :, :end], values[where.rows, :, :end]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, is_causal=key_mask is None and q.shape[2] > 1)
+            keys, values = slot.cache.keys[self.layer], slot.cache.values[self.layer]
+            end = slot.start + x.shape[1]
+            keys[slot.rows, :, slot.start:end] = k
+            values[slot.rows, :, slot.start:end] = v
+            if slot.read_cache:
+                k, v = keys[slot.rows, :, :end], values[slot.rows, :, :end]
+        causal = key_mask is None and q.shape[2] > 1
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, is_causal=causal)
         return self.c_proj(out.transpose(1, 2).flatten(2))
 
 
@@ -137,14 +138,15 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config: IdaVlmConfig):
+    def __init__(self, config: IdaVlmConfig, layer: int):
         super().__init__()
         self.ln_1 = RMSNorm(config.hidden_size, config.layer_norm_epsilon)
-        self.attn = Attention(config)
+        self.attn = Attention(config, layer)
         self.ln_2 = RMSNorm(config.hidden_size, config.layer_norm_epsilon)
         self.mlp = MLP(config)
 
-    def forward(self, x, pos, slot, key_mask) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pos: Positions, slot: CacheSlot | None,
+                key_mask: torch.Tensor | None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), pos, slot, key_mask)
         return x + self.mlp(self.ln_2(x))
 
@@ -156,7 +158,7 @@ class QwenModel(nn.Module):
     def __init__(self, config: IdaVlmConfig, visual: nn.Module):
         super().__init__()
         self.wte = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.h = nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
+        self.h = nn.ModuleList(Block(config, layer) for layer in range(config.num_hidden_layers))
         self.ln_f = RMSNorm(config.hidden_size, config.layer_norm_epsilon)
         self.visual = visual
 
@@ -164,7 +166,6 @@ class QwenModel(nn.Module):
                 key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Embeddings ``[B, T, hidden]`` -> final hidden states. ``key_mask`` (bool, ``[B, 1, 1, keys]``)
         hides left padding from decode steps; without it attention is causal over ``x`` itself."""
-        for i, block in enumerate(self.h):
-            layer_slot = None if slot is None else (slot.cache.keys[i], slot.cache.values[i], slot)
-            x = block(x, pos, layer_slot, key_mask)
+        for block in self.h:
+            x = block(x, pos, slot, key_mask)
         return self.ln_f(x)

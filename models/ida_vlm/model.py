@@ -38,8 +38,8 @@ class EncodedImage:
     id_keys: torch.Tensor | None = None
 
 
-Image = Union[ImageInput, EncodedImage]
-Request = tuple[str, Sequence[Image], Sequence[str]]
+ImageLike = Union[ImageInput, EncodedImage]
+Request = tuple[str, Sequence[ImageLike], Sequence[str]]
 
 
 class IdaVlm(nn.Module):
@@ -100,14 +100,14 @@ class IdaVlm(nn.Module):
         return [self._encode_one(image, role) for image, role in zip(images, roles)]
 
     @torch.inference_mode()
-    def encode_images(self, images: Sequence[Image], roles: Sequence[str]) -> torch.Tensor:
+    def encode_images(self, images: Sequence[ImageLike], roles: Sequence[str]) -> torch.Tensor:
         """Visual tokens ``[n_images, 256, hidden]``; with the ID-Former, test images are modulated
         by the ID images of the same call."""
         self._check_window(images, roles)
         return torch.stack(self._encode_window(images, roles))
 
     @torch.inference_mode()
-    def logits(self, query: str, images: Sequence[Image], roles: Sequence[str]) -> torch.Tensor:
+    def logits(self, query: str, images: Sequence[ImageLike], roles: Sequence[str]) -> torch.Tensor:
         """Logits ``[seq_len, vocab]`` over the ChatML-wrapped query (one ``<img>...</img>`` per image)."""
         prompt = self._prompt(query, images, roles, max_new_tokens=0)
         embeds = self._embed(prompt, self._encode_window(images, roles))
@@ -137,7 +137,7 @@ class IdaVlm(nn.Module):
                                   max_new_tokens, sampling, ignore_eos)
         return [Generation(tok.decode(ids).strip(), ids, reason) for ids, reason in results]
 
-    def locate(self, name: str, id_image: Image, image: ImageInput, max_new_tokens: int = 64) -> Box | None:
+    def locate(self, name: str, id_image: ImageLike, image: ImageInput, max_new_tokens: int = 64) -> Box | None:
         """MM-ID location task: find ``name`` (shown by ``id_image``) in ``image``; the box is in
         ``image``'s pixels, None if the answer holds no box."""
         (answer,) = self.generate([(grounding_query(name), [id_image, image], ["id", "test"])],
@@ -154,7 +154,7 @@ class IdaVlm(nn.Module):
                                f"(config: {config.visual.image_start_id}), {tok.n_vocab} ids (vocab_size "
                                f"{config.vocab_size})")
 
-    def _check_window(self, images: Sequence[Image], roles: Sequence[str]) -> None:
+    def _check_window(self, images: Sequence[ImageLike], roles: Sequence[str]) -> None:
         if len(images) != len(roles):
             raise MovieIdError(f"{len(images)} images but {len(roles)} roles")
         if len(images) > MAX_IMAGES:
@@ -168,7 +168,7 @@ class IdaVlm(nn.Module):
         if "test" in roles and "id" in roles[list(roles).index("test"):]:
             raise MovieIdError("ID images must precede test images")
 
-    def _prompt(self, query: str, images: Sequence[Image], roles: Sequence[str], max_new_tokens: int) -> Prompt:
+    def _prompt(self, query: str, images: Sequence[ImageLike], roles: Sequence[str], max_new_tokens: int) -> Prompt:
         self._check_window(images, roles)
         prompt = chat_prompt(self.tokenizer, query)
         if len(prompt.image_starts) != len(images):
@@ -186,7 +186,7 @@ class IdaVlm(nn.Module):
         id_keys = pooled[0] if role == "id" and self.has_id_former else None
         return EncodedImage(visual.output(pooled)[0], role, id_keys)
 
-    def _encode_window(self, images: Sequence[Image], roles: Sequence[str]) -> list[torch.Tensor]:
+    def _encode_window(self, images: Sequence[ImageLike], roles: Sequence[str]) -> list[torch.Tensor]:
         """Visual tokens of each image of one request. ID and general images go through the
         tower one at a time (so cached ones are bit-identical); the test images go together."""
         encoded: dict[int, EncodedImage] = {}
@@ -210,8 +210,10 @@ class IdaVlm(nn.Module):
         if role == "test":
             raise MovieIdError("test images must be passed raw: with the ID-Former they depend on "
                                "the request's ID images")
+        if image.role != role:
+            raise MovieIdError(f"an image precomputed as {image.role!r} is given as {role!r}")
         if role == "id" and self.has_id_former and image.id_keys is None:
-            raise MovieIdError("this ID image was not precomputed with role 'id' by an ID-Former model")
+            raise MovieIdError("this ID image was precomputed by a model without the ID-Former")
         if image.tokens.shape != (IMAGE_TOKENS, self.config.hidden_size):
             raise MovieIdError(f"encoded image has shape {list(image.tokens.shape)}, "
                                f"expected {[IMAGE_TOKENS, self.config.hidden_size]}")

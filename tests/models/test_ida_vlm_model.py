@@ -74,8 +74,11 @@ def test_encoded_image_misuse_is_refused(base_model, idf_model, frames):
     cast = base_model.precompute(frames[:1], ["id"])
     with pytest.raises(MovieIdError, match="test images must be passed raw"):
         base_model.encode_images([cast[0], cast[0]], ["id", "test"])
-    with pytest.raises(MovieIdError, match="not precomputed with role 'id' by an ID-Former model"):
+    with pytest.raises(MovieIdError, match="precomputed by a model without the ID-Former"):
         idf_model.encode_images([cast[0], frames[1]], ["id", "test"])
+    (general,) = base_model.precompute(frames[:1], ["general"])
+    with pytest.raises(MovieIdError, match="precomputed as 'general' is given as 'id'"):
+        base_model.encode_images([general, frames[1]], ["id", "test"])
     with pytest.raises(MovieIdError, match="'id' or 'general'"):
         base_model.precompute(frames[:1], ["test"])
 

@@ -2,8 +2,9 @@
 explicit roles, score and generate answers in batches, parse grounding boxes."""
 from .generation import Generation
 from .grounding import Box, parse_boxes
-from .model import MAX_IMAGES, ROLES, EncodedImage, IdaVlm
+from .loading import HUB_REPO
+from .model import MAX_IMAGES, ROLES, EncodedImage, IdaVlm, ImageLike, Request
 from .prompt import build_id_query, grounding_query
 
-__all__ = ["IdaVlm", "EncodedImage", "Generation", "Box", "parse_boxes", "build_id_query", "grounding_query",
-           "MAX_IMAGES", "ROLES"]
+__all__ = ["IdaVlm", "EncodedImage", "Generation", "Box", "ImageLike", "Request", "parse_boxes", "build_id_query",
+           "grounding_query", "HUB_REPO", "MAX_IMAGES", "ROLES"]

@@ -15,7 +15,7 @@ from .generation import Generation, GenerationDefaults, Sampling, alpha_for, gen
 from .grounding import Box, box_for, parse_boxes
 from .images import ImageInput, image_size, preprocess
 from .language import QwenModel, positions_for
-from .loading import (ID_FORMER_PREFIX, load_weights, read_generation_defaults, resolve_checkpoint,
+from .loading import (HUB_REPO, ID_FORMER_PREFIX, load_weights, read_generation_defaults, resolve_checkpoint,
                       weight_files)
 from .prompt import Prompt, chat_prompt, grounding_query
 from .tokenizer import QwenTokenizer
@@ -55,11 +55,12 @@ class IdaVlm(nn.Module):
         self._check_tokenizer()
 
     @classmethod
-    def from_pretrained(cls, path_or_id: str | Path, variant: str = "base", dtype: torch.dtype | None = None,
-                        device: str | torch.device | None = None) -> "IdaVlm":
+    def from_pretrained(cls, path_or_id: str | Path = HUB_REPO, variant: str = "base",
+                        dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> "IdaVlm":
         """Load a checkpoint in the published layout: a model folder, a repo root holding
-        ``weights/model-<variant>``, or a hub id (default repo ``jiyatai/IDA-VLM``). Defaults: CUDA
-        if available, bf16 on GPU and fp32 on CPU."""
+        ``weights/model-<variant>``, or a hub id (default: the authors' repo, downloaded with
+        huggingface_hub). ``variant`` must match the weights ("idf" has the ID-Former). Defaults:
+        CUDA if available, bf16 on GPU and fp32 on CPU."""
         folder = resolve_checkpoint(path_or_id, variant)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)

@@ -89,11 +89,9 @@ def iter_shots(film: Film, options: ShotOptions, stats: FrameStats | None = None
     start = 0
     last = -1
     with FrameReader(film, max_side=None, size=_analysis_size(film)) as reader:
-        for index, frame in reader.stream():
-            gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        for index, bgr in reader.stream(pix_fmt="bgr24", fast=True):
             if stats is not None:
-                stats.record(index, gray)
-            bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+                stats.record(index, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
             for cut in detector.process_frame(FrameTimecode(index, film.fps), bgr):
                 cut_frame = int(cut.frame_num)
                 if start < cut_frame <= index:

@@ -18,6 +18,7 @@ import os
 import re
 import stat
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -213,7 +214,12 @@ DECORD_CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "flv", "
 
 
 def _frame_timestamps(path: Path, container: str, stream: dict) -> tuple[str, np.ndarray]:
-    """Frame start times relative to the video stream start, and which reader gives them."""
+    """Frame start times relative to the video stream start, and which reader gives them.
+
+    An MP4 edit list can hide frames before the part that is presented. decord then lists
+    the hidden frames' (negative) timestamps and its seeks count them while its sequential
+    reads do not, so such files are read through ffmpeg, which agrees with players.
+    """
     if container in DECORD_CONTAINERS:
         try:
             vr = _open_decord(path, 64, 64)
@@ -228,7 +234,11 @@ def _frame_timestamps(path: Path, container: str, stream: dict) -> tuple[str, np
                         vr.get_batch([0])  # the first frame must decode
             except Exception as exc:  # decord raises its own error types while decoding
                 raise MovieIdError(f"video data is corrupt or truncated ({_short(exc)})", path) from None
-            return "decord", ts
+            finally:
+                del vr
+            if not (ts < -5e-4).any():
+                return "decord", ts
+            log.info("%s has frames hidden by an edit list; reading it through ffmpeg", path)
     return "ffmpeg", _ffprobe_frame_times(path, stream)
 
 
@@ -320,9 +330,12 @@ def fit_size(width: int, height: int, max_side: int | None, even: bool = True) -
 class FrameReader:
     """Frames of one film at one output size, as RGB uint8 arrays [height, width, 3].
 
-    Not thread-safe; open one per thread or process. Batches of sorted indices are read
-    forward without re-seeking, so reading a film's keyframes in order costs about one
-    decoding pass, and memory stays at one batch whatever the film's length.
+    ``read`` is random access: decord decodes forward through a sorted batch without
+    re-seeking (about one decoding pass for a film's keyframes in order). decord keeps
+    decoding ahead into an unbounded queue after a batch, so each ``read`` opens its own
+    decord reader and drops it. ``stream`` is a sequential pass through an ffmpeg pipe,
+    whose back-pressure keeps memory at a few frames whatever the film's length.
+    Not thread-safe; open one per thread or process.
     """
 
     def __init__(self, film: Film, max_side: int | None = None, size: tuple[int, int] | None = None,
@@ -330,28 +343,19 @@ class FrameReader:
         self.film = film
         self.size = size or fit_size(film.width, film.height, max_side)
         self.threads = threads
-        self._vr = None
         self._ffmpeg: _FfmpegSource | None = None
 
     def close(self) -> None:
-        """Stop a running ffmpeg process; decord needs nothing."""
+        """Stop a running ffmpeg process."""
         if self._ffmpeg is not None:
             self._ffmpeg.close()
-        self._vr = None
+            self._ffmpeg = None
 
     def __enter__(self) -> "FrameReader":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    def _decord(self):
-        if self._vr is None:
-            try:
-                self._vr = _open_decord(self.film.path, self.size[0], self.size[1], self.threads)
-            except _DecordOpenError as exc:
-                raise MovieIdError(f"cannot open video ({exc})", self.film.path) from None
-        return self._vr
 
     def read(self, indices: Sequence[int]) -> list[np.ndarray]:
         """The frames at ``indices`` (any order; duplicates allowed)."""
@@ -361,42 +365,46 @@ class FrameReader:
         for i in (order[0], order[-1]):
             if not 0 <= i < self.film.frame_count:
                 raise IndexError(f"frame {i} outside 0..{self.film.frame_count - 1}")
-        frames = dict(zip(order, self._read_sorted(order)))
-        return [frames[int(i)] for i in indices]
-
-    def _read_sorted(self, order: list[int]) -> list[np.ndarray]:
         if self.film.reader == "ffmpeg":
             if self._ffmpeg is None:
                 self._ffmpeg = _FfmpegSource(self.film, self.size)
-            return self._ffmpeg.read_sorted(order)
+            frames = self._ffmpeg.read_sorted(order)
+        else:
+            frames = self._decord_read(order)
+        by_index = dict(zip(order, frames))
+        return [by_index[int(i)] for i in indices]
+
+    def _decord_read(self, order: list[int]) -> list[np.ndarray]:
+        try:
+            vr = _open_decord(self.film.path, self.size[0], self.size[1], self.threads)
+        except _DecordOpenError as exc:
+            raise MovieIdError(f"cannot open video ({exc})", self.film.path) from None
         try:
             with _quiet_stderr():
-                batch = self._decord().get_batch(order).asnumpy()
-        except MovieIdError:
-            raise
-        except Exception as exc:
-            raise self._corrupt(order[0], exc) from None
-        return [self._check(frame) for frame in batch]
+                batch = vr.get_batch(order).asnumpy()
+        except Exception as exc:  # decord raises its own error types while decoding
+            when = format_time(self.film.time(order[0]))
+            raise MovieIdError(f"video data is corrupt or truncated: decoding failed near frame {order[0]} "
+                               f"({when}): {_short(exc)}", self.film.path) from None
+        finally:
+            del vr
+        return [self._sized(frame) for frame in batch]
 
-    def stream(self, start: int = 0, stop: int | None = None, batch: int = 32) -> Iterator[tuple[int, np.ndarray]]:
-        """Every frame from ``start`` to ``stop`` (exclusive), in order, one batch in memory."""
-        stop = self.film.frame_count if stop is None else min(stop, self.film.frame_count)
-        for first in range(start, stop, batch):
-            idx = list(range(first, min(stop, first + batch)))
-            for i, frame in zip(idx, self._read_sorted(idx)):
-                yield i, frame
-
-    def _check(self, frame: np.ndarray) -> np.ndarray:
+    def _sized(self, frame: np.ndarray) -> np.ndarray:
         h, w = frame.shape[:2]
         if (w, h) != self.size:  # decord sizes in display orientation; guard anyway
             import cv2
             frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
         return frame
 
-    def _corrupt(self, frame: int, exc: BaseException) -> MovieIdError:
-        when = self.film.time(min(frame, self.film.frame_count - 1))
-        return MovieIdError(f"video data is corrupt or truncated: decoding failed near frame {frame} "
-                            f"({format_time(when)}): {_short(exc)}", self.film.path)
+    def stream(self, pix_fmt: str = "rgb24", fast: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+        """Every frame in order, one at a time (``bgr24`` for OpenCV; ``fast`` skips the
+        decoder's loop filter: fine for analysis pictures, not for looking at)."""
+        source = _FfmpegSource(self.film, self.size, pix_fmt, fast)
+        try:
+            yield from source.frames()
+        finally:
+            source.close()
 
 
 def format_time(seconds: float) -> str:
@@ -413,12 +421,12 @@ def format_time(seconds: float) -> str:
 class _FfmpegSource:
     """Frames through an ffmpeg pipe, decoded forward from the start.
 
-    Seeking is not frame-exact in the containers that land here (that is why they land
-    here), so random access reads forward and restarts only when asked to go back.
+    Serves every sequential pass, and random access for files decord cannot seek in
+    exactly: it reads forward and restarts only when asked to go back.
     """
 
-    def __init__(self, film: Film, size: tuple[int, int]):
-        self.film, self.size = film, size
+    def __init__(self, film: Film, size: tuple[int, int], pix_fmt: str = "rgb24", fast: bool = False):
+        self.film, self.size, self.pix_fmt, self.fast = film, size, pix_fmt, fast
         self.proc = None
         self.next_index = 0
 
@@ -426,31 +434,50 @@ class _FfmpegSource:
         import ffmpeg
 
         self.close()
-        self.proc = (ffmpeg.input(str(self.film.path))
-                     .video.filter("scale", self.size[0], self.size[1]).filter("setsar", 1)
-                     .output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
-                     .global_args("-nostdin", "-v", "error")
-                     .run_async(pipe_stdout=True, pipe_stderr=True))
+        decoder = {"skip_loop_filter": "all", "flags2": "+fast"} if self.fast else {}
+        args = (ffmpeg.input(str(self.film.path), **decoder)
+                .video.filter("scale", self.size[0], self.size[1], flags="area").filter("setsar", 1)
+                .output("pipe:", format="rawvideo", pix_fmt=self.pix_fmt, fps_mode="passthrough")
+                .global_args("-nostdin", "-v", "error")
+                .compile())
+        # stderr goes to a file: a pipe nobody reads could fill up and stall ffmpeg.
+        self.errors = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.errors)
         self.next_index = 0
+
+    def _next(self) -> bytes:
+        nbytes = self.size[0] * self.size[1] * 3
+        buf = self.proc.stdout.read(nbytes)
+        if len(buf) < nbytes:
+            raise self._truncated()
+        self.next_index += 1
+        return buf
+
+    def _array(self, buf: bytes) -> np.ndarray:
+        return np.frombuffer(buf, np.uint8).reshape(self.size[1], self.size[0], 3)
+
+    def frames(self) -> Iterator[tuple[int, np.ndarray]]:
+        self._start()
+        while self.next_index < self.film.frame_count:
+            yield self.next_index, self._array(self._next())
 
     def read_sorted(self, order: list[int]) -> list[np.ndarray]:
         if self.proc is None or order[0] < self.next_index:
             self._start()
-        nbytes = self.size[0] * self.size[1] * 3
         wanted, out = set(order), []
         while self.next_index <= order[-1]:
-            buf = self.proc.stdout.read(nbytes)
-            if len(buf) < nbytes:
-                raise self._truncated()
-            if self.next_index in wanted:
-                out.append(np.frombuffer(buf, np.uint8).reshape(self.size[1], self.size[0], 3).copy())
-            self.next_index += 1
+            index = self.next_index
+            buf = self._next()
+            if index in wanted:
+                out.append(self._array(buf).copy())
         return out
 
     def _truncated(self) -> MovieIdError:
         index = self.next_index
         self.proc.kill()
-        err = _last_line(self.proc.stderr.read().decode(errors="replace"))
+        self.proc.wait()
+        self.errors.seek(0)
+        err = _last_line(self.errors.read().decode(errors="replace"))
         self.close()
         when = format_time(self.film.time(min(index, self.film.frame_count - 1)))
         return MovieIdError(f"video data is corrupt or truncated: decoding stopped at frame {index} ({when})"
@@ -460,6 +487,6 @@ class _FfmpegSource:
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait()
-            for pipe in (self.proc.stdout, self.proc.stderr):
-                pipe.close()
+            self.proc.stdout.close()
+            self.errors.close()
             self.proc = None

@@ -156,3 +156,20 @@ def test_truncated_file_is_refused(films, tmp_path):
         with FrameReader(film, max_side=128) as reader:
             for _ in reader.stream():
                 pass
+
+
+def test_frames_hidden_by_an_edit_list_are_not_counted(films):
+    # Cutting with -c copy at 1.3 s keeps the GOP's earlier frames in the file but hides
+    # them with an edit list: players start at the cut, and so must frame 0.
+    source = lavfi_film(films / "long_gop.mp4", "-c:v", "libx264", "-g", "100", duration=6)
+    cut = films / "editlist.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", "1.3", "-i", str(source), "-c", "copy", str(cut)],
+                   check=True)
+    film = probe(cut)
+    reference = ffmpeg_frames(cut, film.width, film.height)
+    assert film.frame_count == len(reference) and film.time(0) == pytest.approx(0.0, abs=1e-3)
+    with FrameReader(film, size=(film.width, film.height)) as reader:
+        frames = reader.read([0, 10, film.frame_count - 1])
+        assert sum(1 for _ in reader.stream()) == film.frame_count
+    for frame, index in zip(frames, [0, 10, film.frame_count - 1]):
+        assert np.abs(frame.astype(int) - reference[index]).mean() < 1.0

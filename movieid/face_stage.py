@@ -1,13 +1,13 @@
 """Face analysis of shots: choose keyframes, detect and embed faces.
 
-Runs in worker processes (one face backend and one frame reader per process, kept across
-tasks and films) or in-process when there is a single worker. A task is a chunk of
-consecutive shots, so each worker reads its keyframes forward through the film in sorted
-batches. Only indices, boxes and embeddings cross process boundaries, never frames.
+Runs in worker processes (one face backend per process, kept across tasks and films) or
+in-process when there is a single worker. A task is a chunk of consecutive shots with the
+candidate frames the film scan kept (as YUV, half the bytes of RGB); a candidate the scan
+did not keep (in a shot shorter than the scan's step) is read from the file.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from .faces.base import Face, FaceBackend
 from .identity import Sighting
 from .keyframes import Keyframe
 from .shots import Shot
-from .video import Film, FrameReader
+from .video import Film, FrameReader, YuvFrame
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class FaceTask:
     size: tuple[int, int]                   # frame size for face analysis
     min_face: float                         # pixels at that size
     shots: list[tuple[Shot, list[list[int]]]]  # each shot with its keyframe candidates
+    frames: dict[int, YuvFrame] = field(default_factory=dict)  # candidates the scan kept; others are read
 
 
 @dataclass
@@ -62,13 +63,15 @@ class FaceAnalyzer:
             self._reader = None
 
     def analyze(self, task: FaceTask) -> list[ShotFaceResult]:
-        reader = self._reader_for(task.film, task.size)
         detected: dict[int, list[Face]] = {}
         frames: dict[int, np.ndarray] = {}
 
         def load(indices) -> None:
             wanted = sorted({i for i in indices if i not in frames})
-            frames.update(zip(wanted, reader.read(wanted)))
+            frames.update((i, task.frames[i].rgb()) for i in wanted if i in task.frames)
+            missing = [i for i in wanted if i not in task.frames]
+            if missing:
+                frames.update(zip(missing, self._reader_for(task.film, task.size).read(missing)))
 
         def faces_in(frame: int) -> list[Face]:
             if frame not in detected:
@@ -111,10 +114,4 @@ def init_worker(spec: BackendSpec) -> None:
 def analyze_in_worker(task: FaceTask) -> list[ShotFaceResult]:
     assert _ANALYZER is not None, "init_worker did not run"
     return _ANALYZER.analyze(task)
-
-
-def analysis_size(film: Film, face_size: int) -> tuple[int, int]:
-    from .video import fit_size
-
-    return fit_size(film.width, film.height, face_size)
 

@@ -24,8 +24,12 @@ class Keyframe:
     time: float
 
 
-def candidates(shot: Shot, stats: FrameStats, n: int) -> list[list[int]]:
-    """Per segment, up to two candidate frames, best first."""
+def candidates(shot: Shot, stats: FrameStats, n: int, step: int = 1) -> list[list[int]]:
+    """Per segment, up to two candidate frames, best first.
+
+    Only every ``step``-th frame of the film is eligible where a segment has one (the scan
+    keeps those at full size); a segment shorter than that falls back to any frame.
+    """
     start, end = shot.start_frame, shot.end_frame
     if end - start > 4 * EDGE_FRAMES + n:
         start, end = start + EDGE_FRAMES, end - EDGE_FRAMES
@@ -34,8 +38,10 @@ def candidates(shot: Shot, stats: FrameStats, n: int) -> list[list[int]]:
     result = []
     for a, b in zip(bounds, bounds[1:]):
         frames = np.arange(a, b)
-        score = stats.sharpness[a:b].astype(np.float64)
-        score = np.where(stats.brightness[a:b] < DARK, score * 1e-3 - 1.0, score)
+        if step > 1 and (frames % step == 0).any():
+            frames = frames[frames % step == 0]
+        score = stats.sharpness[frames].astype(np.float64)
+        score = np.where(stats.brightness[frames] < DARK, score * 1e-3 - 1.0, score)
         order = np.argsort(-score, kind="stable")
         first = int(frames[order[0]])
         min_gap = max(1, (b - a) // 3)

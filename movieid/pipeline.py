@@ -9,6 +9,7 @@ films, so batch jobs load each model once.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import multiprocessing
@@ -25,20 +26,21 @@ from .annotation import FilmAnnotation, ShotAnnotation
 from .cast import Cast, empty_cast, load_cast
 from .engines import CaptionRequest, Engine, load_engine
 from .errors import MovieIdError
-from .face_stage import (BackendSpec, FaceAnalyzer, FaceTask, ShotFaceResult, analysis_size,
-                         analyze_in_worker, init_worker)
+from .face_stage import BackendSpec, FaceAnalyzer, FaceTask, ShotFaceResult, analyze_in_worker, init_worker
 from .faces import load_backend
 from .identity import ShotFaces, label_unknowns, link_people, name_people
-from .shots import FrameStats, Shot, ShotOptions, iter_shots
-from .video import Film, FrameReader, probe
+from .shots import FrameStats, Shot, ShotDetector, ShotOptions, detection_size
+from .video import Film, FrameReader, YuvFrame, fit_size, probe, scan
 from .windows import build_window
 
 log = logging.getLogger(__name__)
 
-# A face task holds this many shots (or this much film), so workers read forward in batches
-# while memory stays at a few dozen frames per worker.
-TASK_SHOTS = 8
-TASK_SECONDS = 30.0
+# A face task holds this many shots (or this much film): enough to keep a worker busy,
+# few enough frames (a dozen or two) to keep memory low.
+TASK_SHOTS = 4
+TASK_SECONDS = 20.0
+# The scan keeps frames at face-analysis size at about this rate: keyframe candidates.
+KEYFRAME_GRID_FPS = 5.0
 ENGINE_FRAME_SIDE = 896   # test frames for model engines: enough for a 448 px model input
 
 
@@ -159,39 +161,55 @@ class Annotator:
                               settings=settings, shots=shots, unknown_count=unknowns)
 
     def _faces(self, film: Film) -> list[ShotFaces]:
+        """One decoding pass: shots are detected on small frames while every ``step``-th
+        frame is kept at face-analysis size until its shot closes. Closed shots go to the
+        face workers in small tasks with their candidate frames; with more than two tasks
+        per worker in flight the scan waits, so memory stays flat when faces are slower."""
         options = self.options
-        size = analysis_size(film, options.face_size)
+        size = fit_size(film.width, film.height, options.face_size)
+        step = max(1, round(film.fps / KEYFRAME_GRID_FPS))
         stats = FrameStats(film.frame_count)
-        futures: list[Future] = []
+        detector = ShotDetector(film, options.shots)
+        held: dict[int, YuvFrame] = {}
+        pending: list[tuple[Shot, list[list[int]], dict[int, YuvFrame]]] = []
+        in_flight: collections.deque[Future] = collections.deque()
+        results: list[ShotFaceResult] = []
+
         with self._bar(total=film.frame_count, desc="shots", unit="frame") as frames_bar, \
                 self._bar(total=0, desc="faces", unit="shot") as faces_bar:
-            def submit(chunk: list[Shot]) -> None:
-                shots = [(s, keyframes.candidates(s, stats, options.frames_per_shot)) for s in chunk]
-                future = self._submit(FaceTask(film, size, options.min_face, shots))
-                faces_bar.total += len(chunk)
+            def close(shots: list[Shot]) -> None:
+                for shot in shots:
+                    segs = keyframes.candidates(shot, stats, options.frames_per_shot, step)
+                    pending.append((shot, segs, {i: held[i] for seg in segs for i in seg if i in held}))
+                    for i in [i for i in held if i < shot.end_frame]:
+                        del held[i]
+
+            def flush(final: bool = False) -> None:
+                if not pending or not (final or len(pending) >= TASK_SHOTS
+                                       or pending[-1][0].end - pending[0][0].start >= TASK_SECONDS):
+                    return
+                task = FaceTask(film, size, options.min_face, [(shot, segs) for shot, segs, _ in pending],
+                                {i: f for _, _, frames in pending for i, f in frames.items()})
+                future = self._submit(task)
+                faces_bar.total += len(pending)
                 faces_bar.refresh()
-                future.add_done_callback(lambda _f, n=len(chunk): faces_bar.update(n))
-                futures.append(future)
+                future.add_done_callback(lambda _f, n=len(pending): faces_bar.update(n))
+                pending.clear()
+                in_flight.append(future)
+                while len(in_flight) > 2 * self.workers or (final and in_flight):
+                    results.extend(_result(in_flight.popleft()))
 
-            chunk: list[Shot] = []
-            last = [0]
-
-            def on_frame(index: int) -> None:
-                if index - last[0] >= 64:
-                    frames_bar.update(index - last[0])
-                    last[0] = index
-
-            for shot in iter_shots(film, options.shots, stats, on_frame):
-                chunk.append(shot)
-                if len(chunk) >= TASK_SHOTS or chunk[-1].end - chunk[0].start >= TASK_SECONDS:
-                    submit(chunk)
-                    chunk = []
-            frames_bar.update(film.frame_count - last[0])
-            if chunk:
-                submit(chunk)
-            results: list[ShotFaceResult] = []
-            for future in futures:
-                results.extend(_result(future))
+            for frame in scan(film, detection_size(film), large_size=size, large_every=step):
+                stats.record(frame.index, frame.small)
+                if frame.large is not None:
+                    held[frame.index] = frame.large
+                close(detector.push(frame.index, frame.small))
+                flush()
+                if frame.index % 64 == 63:
+                    frames_bar.update(64)
+            close(detector.finish())
+            frames_bar.update(film.frame_count - frames_bar.n)
+            flush(final=True)
         threshold = self.backend.match_threshold
         return [ShotFaces(r.shot, r.keyframes, link_people(r.sightings, threshold)) for r in results]
 

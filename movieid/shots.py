@@ -16,9 +16,9 @@ from typing import Callable, Iterator, Literal
 import cv2
 import numpy as np
 
-from .video import Film, FrameReader
+from .video import Film, scan
 
-ANALYSIS_WIDTH = 256  # PySceneDetect's own default downscale target
+DETECTION_WIDTH = 256  # PySceneDetect's own default downscale target
 
 DETECTOR_THRESHOLDS = {"adaptive": 3.0, "content": 27.0}
 
@@ -63,7 +63,8 @@ class FrameStats:
         self.sharpness = np.zeros(frame_count, np.float32)
         self.brightness = np.zeros(frame_count, np.float32)
 
-    def record(self, index: int, gray: np.ndarray) -> None:
+    def record(self, index: int, bgr: np.ndarray) -> None:
+        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
         self.sharpness[index] = cv2.Laplacian(gray, cv2.CV_32F).var()
         self.brightness[index] = gray.mean()
 
@@ -79,38 +80,57 @@ def _make_detector(options: ShotOptions, fps: float):
     raise ValueError(f"unknown shot detector {options.detector!r}")
 
 
+class ShotDetector:
+    """Turns frames, pushed one at a time in order, into shots (no I/O of its own)."""
+
+    def __init__(self, film: Film, options: ShotOptions):
+        from scenedetect import FrameTimecode
+
+        self._timecode = lambda index: FrameTimecode(index, film.fps)
+        self._detector = _make_detector(options, film.fps)
+        self._splitter = _ShotSplitter(film, options.max_shot_len)
+        self._start = 0
+        self._last = -1
+
+    def _cuts(self, cuts, upto: int) -> list[Shot]:
+        shots: list[Shot] = []
+        for cut in cuts:
+            frame = int(cut.frame_num)
+            if self._start < frame <= upto:
+                shots += self._splitter.close(self._start, frame)
+                self._start = frame
+        return shots
+
+    def push(self, index: int, bgr: np.ndarray) -> list[Shot]:
+        """Feed the next frame (small BGR); returns the shots this frame closed."""
+        self._last = index
+        return self._cuts(self._detector.process_frame(self._timecode(index), bgr), index)
+
+    def finish(self) -> list[Shot]:
+        """The remaining shots once every frame has been pushed."""
+        if self._last < 0:
+            return []
+        shots = self._cuts(self._detector.post_process(self._timecode(self._last)), self._last)
+        shots += self._splitter.close(self._start, self._last + 1)
+        self._start = self._last + 1
+        return shots
+
+
 def iter_shots(film: Film, options: ShotOptions, stats: FrameStats | None = None,
                on_frame: Callable[[int], None] | None = None) -> Iterator[Shot]:
     """Yield the film's shots in order, each as soon as the cut that closes it is found."""
-    from scenedetect import FrameTimecode
-
-    detector = _make_detector(options, film.fps)
-    splitter = _ShotSplitter(film, options.max_shot_len)
-    start = 0
-    last = -1
-    with FrameReader(film, max_side=None, size=_analysis_size(film)) as reader:
-        for index, bgr in reader.stream(pix_fmt="bgr24", fast=True):
-            if stats is not None:
-                stats.record(index, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
-            for cut in detector.process_frame(FrameTimecode(index, film.fps), bgr):
-                cut_frame = int(cut.frame_num)
-                if start < cut_frame <= index:
-                    yield from splitter.close(start, cut_frame)
-                    start = cut_frame
-            last = index
-            if on_frame is not None:
-                on_frame(index)
-    if last >= 0:
-        for cut in detector.post_process(FrameTimecode(last, film.fps)):
-            cut_frame = int(cut.frame_num)
-            if start < cut_frame <= last:
-                yield from splitter.close(start, cut_frame)
-                start = cut_frame
-        yield from splitter.close(start, last + 1)
+    detector = ShotDetector(film, options)
+    for frame in scan(film, detection_size(film), fast=True):
+        if stats is not None:
+            stats.record(frame.index, frame.small)
+        yield from detector.push(frame.index, frame.small)
+        if on_frame is not None:
+            on_frame(frame.index)
+    yield from detector.finish()
 
 
-def _analysis_size(film: Film) -> tuple[int, int]:
-    width = min(ANALYSIS_WIDTH, film.width)
+def detection_size(film: Film) -> tuple[int, int]:
+    width = min(DETECTION_WIDTH, film.width)
     height = max(2, int(round(film.height * width / film.width)))
     return width - width % 2, height - height % 2 or 2
 
@@ -123,7 +143,7 @@ class _ShotSplitter:
         self.index = 0
         self.cut = 0
 
-    def close(self, start: int, end: int) -> Iterator[Shot]:
+    def close(self, start: int, end: int) -> list[Shot]:
         film = self.film
         duration = film.end_time(end - 1) - film.time(start)
         parts = 1 if self.max_len <= 0 else max(1, math.ceil(duration / self.max_len - 1e-9))
@@ -133,11 +153,13 @@ class _ShotSplitter:
         bounds = [start] + [start + int(np.searchsorted(times, film.time(start) + k * duration / parts))
                             for k in range(1, parts)] + [end]
         bounds = sorted(set(bounds))
+        shots = []
         for part, (a, b) in enumerate(zip(bounds, bounds[1:]), 1):
-            yield Shot(index=self.index, start_frame=a, end_frame=b, start=film.time(a),
-                       end=film.end_time(b - 1), cut=self.cut, part=part, parts=len(bounds) - 1)
+            shots.append(Shot(index=self.index, start_frame=a, end_frame=b, start=film.time(a),
+                              end=film.end_time(b - 1), cut=self.cut, part=part, parts=len(bounds) - 1))
             self.index += 1
         self.cut += 1
+        return shots
 
 
 def detect_shots(film: Film, options: ShotOptions = ShotOptions(), stats: FrameStats | None = None,

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
+import collections
 import os
+import queue
 import re
 import stat
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -400,11 +403,21 @@ class FrameReader:
     def stream(self, pix_fmt: str = "rgb24", fast: bool = False) -> Iterator[tuple[int, np.ndarray]]:
         """Every frame in order, one at a time (``bgr24`` for OpenCV; ``fast`` skips the
         decoder's loop filter: fine for analysis pictures, not for looking at)."""
-        source = _FfmpegSource(self.film, self.size, pix_fmt, fast)
-        try:
-            yield from source.frames()
-        finally:
-            source.close()
+        for frame in scan(self.film, self.size, pix_fmt, fast):
+            yield frame.index, frame.small
+
+
+def scan(film: Film, size: tuple[int, int], pix_fmt: str = "bgr24", fast: bool = False,
+         large_size: tuple[int, int] | None = None, large_every: int = 0) -> Iterator[ScanFrame]:
+    """One decoding pass: every frame small, and every ``large_every``-th frame also large.
+
+    Memory stays at a few frames: ffmpeg waits while the caller works on a frame.
+    """
+    source = _FfmpegSource(film, size, pix_fmt, fast, large_size, large_every)
+    try:
+        yield from source.frames()
+    finally:
+        source.close()
 
 
 def format_time(seconds: float) -> str:
@@ -418,32 +431,102 @@ def format_time(seconds: float) -> str:
 
 # ----------------------------------------------------------------------------- ffmpeg fallback
 
+@dataclass(frozen=True)
+class YuvFrame:
+    """A decoded picture as FFmpeg's planar YUV 4:2:0: half the bytes of RGB, and its
+    first plane is the grey image face detectors work on. Converted to RGB on demand."""
+
+    planes: np.ndarray   # [height * 3 / 2, width] uint8
+
+    @property
+    def gray(self) -> np.ndarray:
+        return self.planes[: self.planes.shape[0] * 2 // 3]
+
+    def rgb(self) -> np.ndarray:
+        import cv2
+        return cv2.cvtColor(self.planes, cv2.COLOR_YUV2RGB_I420)
+
+
+@dataclass
+class ScanFrame:
+    """One frame of a scan: small (every frame) and, every few frames, large."""
+
+    index: int
+    small: np.ndarray              # at the scan's small size and pixel format
+    large: YuvFrame | None = None  # at the large size on every ``large_every``-th frame
+
+
+def _widen_pipe(fd: int) -> None:
+    """Raise a pipe's buffer from 64 KiB towards 1 MiB: fewer wake-ups per frame."""
+    try:
+        import fcntl
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+    except (OSError, ImportError):
+        pass
+
+
 class _FfmpegSource:
     """Frames through an ffmpeg pipe, decoded forward from the start.
 
     Serves every sequential pass, and random access for files decord cannot seek in
-    exactly: it reads forward and restarts only when asked to go back.
+    exactly: it reads forward and restarts only when asked to go back. A scan can take a
+    second, larger picture of every n-th frame from the same decoding, through a second
+    pipe that a thread drains (so neither pipe can stall ffmpeg).
     """
 
-    def __init__(self, film: Film, size: tuple[int, int], pix_fmt: str = "rgb24", fast: bool = False):
+    def __init__(self, film: Film, size: tuple[int, int], pix_fmt: str = "rgb24", fast: bool = False,
+                 large_size: tuple[int, int] | None = None, large_every: int = 0):
         self.film, self.size, self.pix_fmt, self.fast = film, size, pix_fmt, fast
+        self.large_size, self.large_every = (large_size, large_every) if large_size and large_every else (None, 0)
         self.proc = None
         self.next_index = 0
+        self._large: queue.Queue | None = None
 
     def _start(self) -> None:
         import ffmpeg
 
         self.close()
         decoder = {"skip_loop_filter": "all", "flags2": "+fast"} if self.fast else {}
-        args = (ffmpeg.input(str(self.film.path), **decoder)
-                .video.filter("scale", self.size[0], self.size[1], flags="area").filter("setsar", 1)
-                .output("pipe:", format="rawvideo", pix_fmt=self.pix_fmt, fps_mode="passthrough")
-                .global_args("-nostdin", "-v", "error")
-                .compile())
+        video = ffmpeg.input(str(self.film.path), **decoder).video
+        out_args = {"format": "rawvideo", "fps_mode": "passthrough"}
+        pass_fds: tuple[int, ...] = ()
+        if self.large_size is None:
+            small = video
+            outputs = [small.filter("scale", *self.size, flags="area").filter("setsar", 1)
+                       .output("pipe:", pix_fmt=self.pix_fmt, **out_args)]
+        else:
+            split = video.split()
+            small, large = split[0], split[1]
+            read_fd, write_fd = os.pipe()
+            pass_fds = (write_fd,)
+            outputs = [small.filter("scale", *self.size, flags="area").filter("setsar", 1)
+                       .output("pipe:", pix_fmt=self.pix_fmt, **out_args),
+                       large.filter("select", f"not(mod(n,{self.large_every}))")
+                       .filter("scale", *self.large_size, flags="area").filter("setsar", 1)
+                       .output(f"pipe:{write_fd}", pix_fmt="yuv420p", **out_args)]
+        args = ffmpeg.merge_outputs(*outputs).global_args("-nostdin", "-v", "error").compile()
         # stderr goes to a file: a pipe nobody reads could fill up and stall ffmpeg.
         self.errors = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.errors)
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.errors,
+                                     pass_fds=pass_fds)
+        _widen_pipe(self.proc.stdout.fileno())
+        if pass_fds:
+            _widen_pipe(read_fd)
+            os.close(write_fd)
+            self._large = queue.Queue()
+            threading.Thread(target=self._drain_large, args=(os.fdopen(read_fd, "rb"),), daemon=True).start()
         self.next_index = 0
+
+    def _drain_large(self, pipe) -> None:
+        w, h = self.large_size
+        nbytes = w * h * 3 // 2
+        with pipe:
+            while True:
+                buf = pipe.read(nbytes)
+                if len(buf) < nbytes:
+                    self._large.put(None)
+                    return
+                self._large.put(YuvFrame(np.frombuffer(buf, np.uint8).reshape(h * 3 // 2, w)))
 
     def _next(self) -> bytes:
         nbytes = self.size[0] * self.size[1] * 3
@@ -456,10 +539,36 @@ class _FfmpegSource:
     def _array(self, buf: bytes) -> np.ndarray:
         return np.frombuffer(buf, np.uint8).reshape(self.size[1], self.size[0], 3)
 
-    def frames(self) -> Iterator[tuple[int, np.ndarray]]:
+    def frames(self) -> Iterator[ScanFrame]:
+        """Small frames are read here; large ones arrive through the drain thread, maybe a
+        little later, so small frames wait in ``pending`` (never blocking on a large frame
+        while ffmpeg may be waiting for its small output to be read)."""
         self._start()
-        while self.next_index < self.film.frame_count:
-            yield self.next_index, self._array(self._next())
+        pending: collections.deque[ScanFrame] = collections.deque()
+        large_next = 0
+        count = self.film.frame_count
+        while self.next_index < count or pending:
+            if self.next_index < count:
+                index = self.next_index
+                pending.append(ScanFrame(index, self._array(self._next()), None))
+            while pending:
+                head = pending[0]
+                if self.large_every and head.index % self.large_every == 0:
+                    # Wait only when ffmpeg has surely produced it: the small stream is ahead or done.
+                    block = len(pending) > 2 * self.large_every + 8 or self.next_index >= count
+                    while large_next <= head.index:
+                        try:
+                            large = self._large.get(block=block)
+                        except queue.Empty:
+                            break
+                        if large is None:
+                            raise self._truncated()
+                        if large_next == head.index:
+                            head.large = large
+                        large_next += self.large_every
+                    if head.large is None:
+                        break
+                yield pending.popleft()
 
     def read_sorted(self, order: list[int]) -> list[np.ndarray]:
         if self.proc is None or order[0] < self.next_index:

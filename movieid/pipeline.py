@@ -41,6 +41,7 @@ TASK_SHOTS = 4
 TASK_SECONDS = 20.0
 # The scan keeps frames at face-analysis size at about this rate: keyframe candidates.
 KEYFRAME_GRID_FPS = 5.0
+IDA_VLM_MAX_IMAGES = 8     # as the model was trained (models.ida_vlm.MAX_IMAGES; not imported: torch)
 ENGINE_FRAME_SIDE = 896   # test frames for model engines: enough for a 448 px model input
 
 
@@ -72,6 +73,8 @@ class AnnotateOptions:
             raise MovieIdError("--max-images must be at least 2 (an ID image and a test frame)")
         if self.face_size < 64:
             raise MovieIdError("--face-size must be at least 64 pixels")
+        if self.engine == "ida-vlm" and self.max_images > IDA_VLM_MAX_IMAGES:
+            raise MovieIdError(f"--max-images: IDA-VLM takes at most {IDA_VLM_MAX_IMAGES} images per window")
 
 
 class Annotator:

@@ -1,0 +1,82 @@
+"""The ida-vlm engine end to end on a tiny checkpoint in the published layout, and its text handling."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from movieid.cast import Cast, CastMember
+from movieid.engines.ida_vlm import clean_caption, mentioned_names
+
+from .conftest import run_cli
+
+torch = pytest.importorskip("torch", reason="the ida-vlm engine needs PyTorch (pip install -e '.[vlm]')")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from tests.helpers.tiny_ida_vlm import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny_ida_vlm") / "model-base")
+
+
+def test_annotate_with_the_ida_vlm_engine(multishot, cast_dir, tiny_model, tmp_path, films):
+    import subprocess
+    import srt
+    import webvtt
+
+    from movieid.annotation import validate
+
+    path, _, expected = multishot
+    short = films / "vlm_short.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(path), "-frames:v", "130", "-c", "copy", str(short)],
+                   check=True)
+    out = tmp_path / "out"
+    proc = run_cli("annotate", short, "--cast", cast_dir, "-o", out, "--engine", "ida-vlm", "--model", tiny_model,
+                   "--device", "cpu", "--max-new-tokens", "12", "--batch-size", "2", "--face-backend", "dlib",
+                   "-q", env={**__import__("os").environ, "MOVIEID_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((out / "vlm_short.json").read_text())
+    validate(doc)
+    engine = doc["engine"]
+    assert engine["name"] == "ida-vlm" and engine["model"] == str(tiny_model)
+    assert engine["variant"] == "base" and engine["decoding"] == "greedy" and engine["max_new_tokens"] == 12
+    assert len(doc["shots"]) == 3
+    for shot, names in zip(doc["shots"], expected):
+        window = shot["window"]
+        assert 1 <= len(window) <= 8
+        ids = [w["name"] for w in window if w["role"] == "id"]
+        assert set(names) <= set(ids)                  # the people on screen keep their ID images
+        assert shot["caption"] and "<|" not in shot["caption"] and "<img>" not in shot["caption"]
+    cues = list(srt.parse((out / "vlm_short.srt").read_text()))
+    assert [c.content for c in cues] == [s["caption"] for s in doc["shots"]]
+    assert len(webvtt.read(str(out / "vlm_short.vtt")).captions) == 3
+
+
+def test_more_than_eight_images_is_refused_for_ida_vlm(tiny_model, multishot):
+    path, _, _ = multishot
+    proc = run_cli("annotate", path, "--engine", "ida-vlm", "--model", tiny_model, "--max-images", "9")
+    assert proc.returncode == 1 and "at most 8 images" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_missing_checkpoint_fails_in_one_line(multishot, tmp_path):
+    path, _, _ = multishot
+    proc = run_cli("annotate", path, "--engine", "ida-vlm", "--model", tmp_path / "no-model", "-o", tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "no-model" in proc.stderr
+    assert not any(tmp_path.glob("*.srt"))
+
+
+def test_captions_are_cleaned_to_two_plain_sentences():
+    raw = ("assistant\n<ref>Alice</ref><box>(10,20),(300,400)</box> pushes Bob in a wheelchair.  "
+           "Bob laughs!\nThey cross a street.<|im_end|>")
+    assert clean_caption(raw) == "Alice pushes Bob in a wheelchair. Bob laughs!"
+    assert clean_caption("<|endoftext|>") == ""
+
+
+def test_mentioned_names_use_the_cast_and_its_aliases():
+    cast = Cast(None, [CastMember("Jon Snow", ("Kit",), []), CastMember("Ygritte", (), [])], "test")
+    assert mentioned_names("Ygritte smiles at jon snow.", cast) == ("Ygritte", "Jon Snow")
+    assert mentioned_names("Kit walks; Kitty waits.", cast) == ("Jon Snow",)
+    assert mentioned_names("Nobody here.", cast) == ()

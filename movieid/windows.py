@@ -3,7 +3,7 @@
 IDA-VLM was trained on samples of at most eight images, ID and test images together, so a
 window never holds more than ``max_images``. Test frames come from the shot's keyframes;
 the remaining places go to the ID images of the cast members most likely on screen (named
-in the shot first, then by best face similarity). When more named people are present than
+in the shot first, then by best face similarity), listed in cast order. When more named people are present than
 there is room for beside the test frames, test frames give way (down to one) so that
 everyone recognised keeps their ID image.
 """
@@ -62,6 +62,8 @@ def build_window(shot_faces: ShotFaces, cast: Cast, max_images: int, frames_per_
     tests = [WindowImage("test", frame=keyframes[i].frame, time=keyframes[i].time)
              for i in sorted(set(int(i) for i in picks))]
     room = max_images - len(tests)
-    ids = [WindowImage("id", name=name, path=cast.member(name).id_image)
-           for name in shot_faces.likely_cast(cast)[:room]] if len(cast) else []
+    chosen = set(shot_faces.likely_cast(cast)[:room]) if len(cast) else set()
+    # In cast order, not by likelihood: windows that hold the same people then share their
+    # whole ID prefix, which the VLM engine computes once.
+    ids = [WindowImage("id", name=m.name, path=m.id_image) for m in cast.members if m.name in chosen]
     return Window(shot=shot_faces.shot, images=tuple(ids + tests))

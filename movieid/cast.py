@@ -87,6 +87,14 @@ class Cast:
                 return m
         raise KeyError(name)
 
+    @property
+    def key(self) -> str:
+        """Identifies the cast's content (names, aliases, photos, face model) across processes."""
+        digest = hashlib.sha256(self.face_model.encode())
+        for m in self.members:
+            digest.update(json.dumps([m.name, list(m.aliases), [p.sha256 for p in m.photos]]).encode())
+        return digest.hexdigest()
+
     def similarities(self, embedding: np.ndarray) -> np.ndarray:
         """Cosine similarity of one face to each member (best over the member's photos)."""
         if not self.members:

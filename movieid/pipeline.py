@@ -1,11 +1,13 @@
 """``annotate``: a film and a cast in, per-shot annotations out.
 
-    probe ─▶ shots (streaming, one decode at analysis size) ─▶ keyframe candidates
-          ─▶ faces (worker processes, overlapping the shot pass) ─▶ names per shot
-          ─▶ film-wide Unknown labels ─▶ windows ─▶ engine captions ─▶ FilmAnnotation
+    probe ─▶ shots (one decoding pass: small frames for cuts, keyframe candidates kept)
+          ─▶ faces (worker processes, overlapping the pass) ─▶ names per shot
+          ─▶ film-wide Unknown labels ─▶ windows                       = Analyzer (CPU)
+          ─▶ engine captions ─▶ FilmAnnotation                          = Captioner (engine)
 
-An ``Annotator`` keeps the face backend, the cast, the engine and the worker pool between
-films, so batch jobs load each model once.
+The two stages are separate so a batch can analyse one film on the CPU while the engine
+captions another on the GPU. Both keep their models between films; ``Annotator`` joins them
+for one cast.
 """
 from __future__ import annotations
 
@@ -27,11 +29,11 @@ from .cast import Cast, empty_cast, load_cast
 from .engines import CaptionRequest, Engine, load_engine
 from .errors import MovieIdError
 from .face_stage import BackendSpec, FaceAnalyzer, FaceTask, ShotFaceResult, analyze_in_worker, init_worker
-from .faces import load_backend
+from .faces import FaceBackend, load_backend
 from .identity import ShotFaces, label_unknowns, link_people, name_people
 from .shots import FrameStats, Shot, ShotDetector, ShotOptions, detection_size
 from .video import Film, FrameReader, YuvFrame, fit_size, probe, scan
-from .windows import build_window
+from .windows import Window, build_window
 
 log = logging.getLogger(__name__)
 
@@ -77,31 +79,44 @@ class AnnotateOptions:
             raise MovieIdError(f"--max-images: IDA-VLM takes at most {IDA_VLM_MAX_IMAGES} images per window")
 
 
-class Annotator:
-    """Annotates films with one cast and one set of options, reusing models between films."""
+@dataclass
+class FilmAnalysis:
+    """What the CPU stages found in a film: everything the caption engine needs."""
 
-    def __init__(self, options: AnnotateOptions = AnnotateOptions(), cast_dir: str | Path | None = None,
+    film: Film
+    cast: Cast
+    shots: list[ShotFaces]
+    windows: list[Window]
+    unknown_count: int
+    settings: dict
+
+
+def _bar(progress: bool | None, **kwargs) -> tqdm:
+    return tqdm(disable=True if progress is False else None, leave=False, dynamic_ncols=True, **kwargs)
+
+
+def load_cast_with_progress(cast_dir, backend, options: AnnotateOptions, progress: bool | None = None) -> Cast:
+    """The cast folder's members with their embeddings (none without a folder)."""
+    from .cast import count_photos, discover
+
+    if cast_dir is None:
+        return empty_cast(backend.model_id)
+    with _bar(progress, total=count_photos(discover(cast_dir)), desc="cast", unit="photo") as bar:
+        return load_cast(cast_dir, backend, strict=options.cast_strict,
+                         cache_dir=None if options.cache_dir is None else Path(options.cache_dir),
+                         on_photo=lambda _: bar.update())
+
+
+class Analyzer:
+    """The CPU stages for one cast: shots, keyframes, faces, names, windows."""
+
+    def __init__(self, options: AnnotateOptions, cast: Cast, backend: FaceBackend | None = None,
                  progress: bool | None = None):
         options.validate()
-        self.options = options
-        self.progress = progress
-        self.backend = load_backend(options.face_backend, options.face_models)
-        self.cast = self._load_cast(cast_dir) if cast_dir is not None else empty_cast(self.backend.model_id)
-        self.engine: Engine = load_engine(options.engine, **options.engine_options)
-        self.engine.start(self.cast)
+        self.options, self.cast, self.progress = options, cast, progress
+        self.backend = backend or load_backend(options.face_backend, options.face_models)
         self._pool: ProcessPoolExecutor | None = None
         self._local: FaceAnalyzer | None = None
-
-    # ------------------------------------------------------------------ resources
-
-    def _load_cast(self, cast_dir) -> Cast:
-        from .cast import count_photos, discover
-
-        total = count_photos(discover(cast_dir))
-        with self._bar(total=total, desc="cast", unit="photo") as bar:
-            return load_cast(cast_dir, self.backend, strict=self.options.cast_strict,
-                             cache_dir=None if self.options.cache_dir is None else Path(self.options.cache_dir),
-                             on_photo=lambda _: bar.update())
 
     @property
     def workers(self) -> int:
@@ -132,18 +147,7 @@ class Annotator:
             self._local.close()
             self._local = None
 
-    def __enter__(self) -> "Annotator":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _bar(self, **kwargs) -> tqdm:
-        return tqdm(disable=True if self.progress is False else None, leave=False, dynamic_ncols=True, **kwargs)
-
-    # ------------------------------------------------------------------ the pipeline
-
-    def annotate(self, film: str | Path | Film) -> FilmAnnotation:
+    def analyze(self, film: str | Path | Film) -> FilmAnalysis:
         options = self.options
         film = film if isinstance(film, Film) else probe(film)
         log.info("%s: %dx%d, %.3f fps%s, %d frames, reader %s", film.path, film.width, film.height,
@@ -154,14 +158,11 @@ class Annotator:
             name_people(sf, self.cast, threshold)
         unknowns = label_unknowns(shot_faces, threshold)
         windows = [build_window(sf, self.cast, options.max_images, options.frames_per_shot) for sf in shot_faces]
-        captions = self._captions(film, shot_faces, windows)
-        shots = [ShotAnnotation(sf, w, c) for sf, w, c in zip(shot_faces, windows, captions)]
-        log.info("%s: %d shots, %d people seen, %d unknown", film.path, len(shots),
+        log.info("%s: %d shots, %d people seen, %d unknown", film.path, len(shot_faces),
                  sum(len(sf.people) for sf in shot_faces), unknowns)
         settings = options.to_json()
         settings["face_backend_used"] = self.backend.name
-        return FilmAnnotation(film=film, cast=self.cast, engine=self.engine.settings(),
-                              settings=settings, shots=shots, unknown_count=unknowns)
+        return FilmAnalysis(film, self.cast, shot_faces, windows, unknowns, settings)
 
     def _faces(self, film: Film) -> list[ShotFaces]:
         """One decoding pass: shots are detected on small frames while every ``step``-th
@@ -178,8 +179,8 @@ class Annotator:
         in_flight: collections.deque[Future] = collections.deque()
         results: list[ShotFaceResult] = []
 
-        with self._bar(total=film.frame_count, desc="shots", unit="frame") as frames_bar, \
-                self._bar(total=0, desc="faces", unit="shot") as faces_bar:
+        with _bar(self.progress, total=film.frame_count, desc="shots", unit="frame") as frames_bar, \
+                _bar(self.progress, total=0, desc="faces", unit="shot") as faces_bar:
             def close(shots: list[Shot]) -> None:
                 for shot in shots:
                     segs = keyframes.candidates(shot, stats, options.frames_per_shot, step)
@@ -216,15 +217,23 @@ class Annotator:
         threshold = self.backend.match_threshold
         return [ShotFaces(r.shot, r.keyframes, link_people(r.sightings, threshold)) for r in results]
 
-    def _captions(self, film: Film, shot_faces: list[ShotFaces], windows) -> list:
+class Captioner:
+    """The caption stage: one engine, loaded once, for any number of films and casts."""
+
+    def __init__(self, options: AnnotateOptions, progress: bool | None = None):
+        self.engine: Engine = load_engine(options.engine, **options.engine_options)
+        self.progress = progress
+
+    def caption(self, analysis: FilmAnalysis) -> FilmAnnotation:
         engine = self.engine
+        engine.start(analysis.cast)
         captions = []
-        reader = FrameReader(film, max_side=ENGINE_FRAME_SIDE) if engine.needs_pixels else None
+        reader = FrameReader(analysis.film, max_side=ENGINE_FRAME_SIDE) if engine.needs_pixels else None
+        pairs = list(zip(analysis.windows, analysis.shots))
         try:
-            with self._bar(total=len(windows), desc="captions", unit="shot") as bar:
-                for start in range(0, len(windows), engine.batch_size):
-                    batch = [CaptionRequest(w, sf) for w, sf in
-                             zip(windows[start:start + engine.batch_size], shot_faces[start:start + engine.batch_size])]
+            with _bar(self.progress, total=len(pairs), desc="captions", unit="shot") as bar:
+                for start in range(0, len(pairs), engine.batch_size):
+                    batch = [CaptionRequest(w, sf) for w, sf in pairs[start:start + engine.batch_size]]
                     if reader is not None:
                         _attach_frames(reader, batch)
                     captions.extend(engine.caption(batch))
@@ -232,7 +241,37 @@ class Annotator:
         finally:
             if reader is not None:
                 reader.close()
-        return captions
+        shots = [ShotAnnotation(sf, w, c) for (w, sf), c in zip(pairs, captions)]
+        return FilmAnnotation(film=analysis.film, cast=analysis.cast, engine=engine.settings(),
+                              settings=analysis.settings, shots=shots, unknown_count=analysis.unknown_count)
+
+
+class Annotator:
+    """Annotates films with one cast and one set of options, reusing models between films."""
+
+    def __init__(self, options: AnnotateOptions = AnnotateOptions(), cast_dir: str | Path | None = None,
+                 progress: bool | None = None):
+        options.validate()
+        backend = load_backend(options.face_backend, options.face_models)
+        cast = load_cast_with_progress(cast_dir, backend, options, progress)
+        self.analyzer = Analyzer(options, cast, backend, progress)
+        self.captioner = Captioner(options, progress)
+
+    @property
+    def cast(self) -> Cast:
+        return self.analyzer.cast
+
+    def annotate(self, film: str | Path | Film) -> FilmAnnotation:
+        return self.captioner.caption(self.analyzer.analyze(film))
+
+    def close(self) -> None:
+        self.analyzer.close()
+
+    def __enter__(self) -> "Annotator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _attach_frames(reader: FrameReader, batch: Iterable[CaptionRequest]) -> None:

@@ -27,7 +27,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'“(]?[A-Z0-9])")
 
 def clean_caption(text: str, max_sentences: int = 2) -> str:
     """Plain text: no ChatML or grounding markup, no role prefix, at most two sentences."""
-    text = _MARKUP.sub("", text)
+    text = _MARKUP.sub("", text).replace("\ufffd", "")  # U+FFFD: a token cut inside a UTF-8 character
     text = re.sub(r"^\s*(?:assistant|answer)\s*[:\n]\s*", "", text, flags=re.IGNORECASE)
     text = " ".join(text.split())
     sentences = _SENTENCE_END.split(text)
@@ -62,15 +62,18 @@ class IdaVlmEngine(Engine):
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self._cast: Cast | None = None
+        self._cast_key: str | None = None
         self._ids: dict[str, object] = {}
 
     def start(self, cast: Cast) -> None:
         """Encode each cast member's ID image once; later films with the same cast reuse it."""
-        if cast is self._cast:
+        if cast.key == self._cast_key:
+            self._cast = cast
             return
         members = cast.members
         encoded = self.model.precompute([m.id_image for m in members], ["id"] * len(members))
-        self._cast, self._ids = cast, {m.name: e for m, e in zip(members, encoded)}
+        self._cast, self._cast_key = cast, cast.key
+        self._ids = {m.name: e for m, e in zip(members, encoded)}
 
     def _request(self, request: CaptionRequest):
         from models.ida_vlm import build_id_query

@@ -1,8 +1,11 @@
-"""Token generation: each prompt prefilled on its own into a shared, preallocated, left-padded
-KV cache, then all rows decoded together, greedy by default."""
+"""Token generation: prompts prefilled one row at a time into a preallocated, left-padded KV
+cache, then all rows decoded together, greedy by default. A prompt prefix that several rows
+share (the ChatML header and the cast's precomputed ID images of a film's windows) is prefilled
+once and its keys/values copied to those rows."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -61,30 +64,79 @@ def alpha_for(config: IdaVlmConfig, prompt_length: int) -> float:
     return ntk_alpha(prompt_length, config.seq_length) if config.use_dynamic_ntk else 1.0
 
 
+MIN_SHARED_PREFIX = 64  # shorter common prefixes save less than their extra forward costs
+
+
+@dataclass(frozen=True)
+class SharedPrefix:
+    """Rows whose prompts begin with the same ``length`` positions (tokens and visual tokens)."""
+
+    rows: list[int]
+    length: int
+
+
+def common_length(a: Sequence, b: Sequence) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def shared_prefixes(shareable: list[list], lengths: list[int], alphas: list[float]) -> list[SharedPrefix]:
+    """Groups of rows to prefill from one prefix. ``shareable[i]``: the part of row i's prompt that
+    may be shared, as comparable items (token ids; a precomputed image in its first pad slot).
+    Rows group by NTK alpha (it sets the rotary tables) and by the precomputed images they open
+    with (a window's cast); a group shares what all its rows have in common, if at least
+    ``MIN_SHARED_PREFIX`` long, leaving each row at least its last token to prefill."""
+    groups: dict[tuple, list[int]] = {}
+    for row, items in enumerate(shareable):
+        images = tuple(item for item in items if not isinstance(item, int))
+        groups.setdefault((alphas[row], images), []).append(row)
+    shared = []
+    for rows in groups.values():
+        length = min(lengths[row] for row in rows) - 1
+        for row in rows[1:]:
+            length = min(length, common_length(shareable[rows[0]], shareable[row]))
+        if len(rows) > 1 and length >= MIN_SHARED_PREFIX:
+            shared.append(SharedPrefix(rows, length))
+    return shared
+
+
 @torch.inference_mode()
 def generate_tokens(lm: QwenModel, lm_head: nn.Linear, config: IdaVlmConfig, prompts: list[torch.Tensor],
-                    stop_ids: set[int], max_new_tokens: int, sampling: Sampling,
-                    ignore_eos: bool = False) -> list[tuple[list[int], str]]:
+                    stop_ids: set[int], max_new_tokens: int, sampling: Sampling, ignore_eos: bool = False,
+                    shareable: list[list] | None = None) -> list[tuple[list[int], str]]:
     """Prompt embeddings ``[L_i, hidden]`` -> generated ids and finish reason per prompt.
 
     Row i's prompt fills cache columns ``[P - L_i, P)`` (left padding, ``P`` the longest prompt);
     its rotary positions count from its own first token, so a row decodes exactly as it would alone.
+    With ``shareable`` (see ``shared_prefixes``) a prefix common to several rows is prefilled once
+    and copied into their columns; each row then prefills only the rest of its prompt, attending
+    to the copied prefix: the same result, up to float rounding.
     """
     device, dtype = prompts[0].device, prompts[0].dtype
-    lengths = torch.tensor([p.shape[0] for p in prompts], device=device)
-    longest, batch = max(p.shape[0] for p in prompts), len(prompts)
-    alphas = [alpha_for(config, p.shape[0]) for p in prompts]
+    sizes = [p.shape[0] for p in prompts]
+    lengths = torch.tensor(sizes, device=device)
+    longest, batch = max(sizes), len(prompts)
+    alphas = [alpha_for(config, size) for size in sizes]
     cache = KVCache.allocate(config, batch, longest + max_new_tokens, dtype, device)
     generator = None
     if sampling.do_sample and sampling.seed is not None:
         generator = torch.Generator(device=device).manual_seed(sampling.seed)
 
-    last_hidden = []
-    for row, (embeds, alpha) in enumerate(zip(prompts, alphas)):
-        length = embeds.shape[0]
-        pos = positions_for(config, torch.arange(length, device=device)[None], [alpha], dtype)
-        slot = CacheSlot(cache, slice(row, row + 1), longest - length, read_cache=False)
-        last_hidden.append(lm(embeds[None], pos, slot)[:, -1])
+    def prefill(row: int, begin: int, end: int) -> torch.Tensor:
+        """Prompt positions ``[begin, end)`` of ``row`` into its cache columns; the last hidden state."""
+        first_column = longest - sizes[row]
+        pos = positions_for(config, torch.arange(begin, end, device=device)[None], [alphas[row]], dtype)
+        slot = CacheSlot(cache, slice(row, row + 1), first_column + begin, first_column if begin else None)
+        return lm(prompts[row][None, begin:end], pos, slot)[:, -1]
+
+    prefilled = [0] * batch  # prompt positions of each row already in the cache
+    for group in shared_prefixes(shareable, sizes, alphas) if shareable else []:
+        source = group.rows[0]
+        prefill(source, 0, group.length)
+        for row in group.rows:
+            if row != source:
+                cache.copy_columns(source, longest - sizes[source], row, longest - sizes[row], group.length)
+            prefilled[row] = group.length
+    last_hidden = [prefill(row, prefilled[row], sizes[row]) for row in range(batch)]
     logits = lm_head(torch.cat(last_hidden)).float()
 
     steps = torch.arange(max_new_tokens, device=device)
@@ -104,7 +156,7 @@ def generate_tokens(lm: QwenModel, lm_head: nn.Linear, config: IdaVlmConfig, pro
             n_steps = step + 1
             break
         column = longest + step
-        slot = CacheSlot(cache, slice(None), column, read_cache=True)
+        slot = CacheSlot(cache, slice(None), column, read_from=0)
         mask = None if key_mask is None else key_mask[..., :column + 1]
         hidden = lm(lm.wte(tokens[:, step:step + 1]), decode_pos.step(step), slot, mask)
         logits = lm_head(hidden[:, -1]).float()

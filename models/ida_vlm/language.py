@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.bias import causal_lower_right
 
 from .config import IdaVlmConfig
 
@@ -84,16 +85,24 @@ class KVCache:
         return cls([torch.zeros(shape, dtype=dtype, device=device) for _ in layers],
                    [torch.zeros(shape, dtype=dtype, device=device) for _ in layers])
 
+    def copy_columns(self, source: int, source_start: int, row: int, start: int, length: int) -> None:
+        """Copy ``length`` cached positions of row ``source`` into row ``row`` (a shared prompt
+        prefix), in place: no second cache."""
+        for cached in (*self.keys, *self.values):
+            cached[row, :, start:start + length] = cached[source, :, source_start:source_start + length]
+
 
 @dataclass
 class CacheSlot:
-    """Where a forward writes its keys/values (rows of the cache, from column ``start``), and
-    whether it attends to everything cached so far (decode) or only to itself (prefill)."""
+    """Where a forward writes its keys/values (rows of the cache, from column ``start``), and what
+    it attends to: the cached columns from ``read_from`` up to its own (decode: 0, padding hidden
+    by a mask; a prompt's suffix: its row's first column, to see the shared prefix), or, with
+    ``read_from`` None, only itself (a prefill from the prompt's start)."""
 
     cache: KVCache
     rows: slice
     start: int
-    read_cache: bool
+    read_from: int | None
 
 
 class Attention(nn.Module):
@@ -116,8 +125,10 @@ class Attention(nn.Module):
             end = slot.start + x.shape[1]
             keys[slot.rows, :, slot.start:end] = k
             values[slot.rows, :, slot.start:end] = v
-            if slot.read_cache:
-                k, v = keys[slot.rows, :, :end], values[slot.rows, :, :end]
+            if slot.read_from is not None:
+                k, v = keys[slot.rows, :, slot.read_from:end], values[slot.rows, :, slot.read_from:end]
+        if key_mask is None and 1 < q.shape[2] < k.shape[2]:
+            key_mask = causal_lower_right(q.shape[2], k.shape[2])  # the queries are the last keys
         causal = key_mask is None and q.shape[2] > 1
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, is_causal=causal)
         return self.c_proj(out.transpose(1, 2).flatten(2))
@@ -165,7 +176,8 @@ class QwenModel(nn.Module):
     def forward(self, x: torch.Tensor, pos: Positions, slot: CacheSlot | None = None,
                 key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Embeddings ``[B, T, hidden]`` -> final hidden states. ``key_mask`` (bool, ``[B, 1, 1, keys]``)
-        hides left padding from decode steps; without it attention is causal over ``x`` itself."""
+        hides left padding from decode steps; without it attention is causal, ``x`` being the last
+        of the keys (itself, or a suffix after cached columns)."""
         for block in self.h:
             x = block(x, pos, slot, key_mask)
         return self.ln_f(x)

@@ -120,10 +120,14 @@ class IdaVlm(nn.Module):
     @torch.inference_mode()
     def generate(self, requests: Sequence[Request], max_new_tokens: int | None = None, do_sample: bool = False,
                  top_p: float | None = None, top_k: int | None = None, temperature: float = 1.0,
-                 seed: int | None = None, ignore_eos: bool = False) -> list[Generation]:
+                 seed: int | None = None, ignore_eos: bool = False, share_prefix: bool = True) -> list[Generation]:
         """Answer many ``(query, images, roles)`` requests in one batch (greedy unless ``do_sample``;
         sampling defaults come from the checkpoint: top_p 0.3, top_k 0). Each answer stops at
-        ``<|im_end|>``, ``<|im_start|>`` or ``<|endoftext|>`` unless ``ignore_eos``."""
+        ``<|im_end|>``, ``<|im_start|>`` or ``<|endoftext|>`` unless ``ignore_eos``.
+
+        Requests that open with the same text and the same precomputed images (the same
+        ``EncodedImage`` objects, e.g. a film's cast in cast order) have that prefix prefilled once
+        for all of them (``share_prefix``; off only to compare: the answers are the same)."""
         if not requests:
             return []
         max_new_tokens = max_new_tokens or self.defaults.max_new_tokens
@@ -134,8 +138,11 @@ class IdaVlm(nn.Module):
                             self.defaults.top_k if top_k is None else top_k, temperature, seed)
         tok = self.tokenizer
         stop_ids = {tok.im_end_id, tok.im_start_id, tok.endoftext_id}
+        shareable = None
+        if share_prefix:
+            shareable = [self._shareable(prompt, images) for prompt, (_, images, _) in zip(prompts, requests)]
         results = generate_tokens(self.transformer, self.lm_head, self.config, embeds, stop_ids,
-                                  max_new_tokens, sampling, ignore_eos)
+                                  max_new_tokens, sampling, ignore_eos, shareable)
         return [Generation(tok.decode(ids).strip(), ids, reason) for ids, reason in results]
 
     def locate(self, name: str, id_image: ImageLike, image: ImageInput, max_new_tokens: int = 64) -> Box | None:
@@ -219,6 +226,19 @@ class IdaVlm(nn.Module):
             raise MovieIdError(f"encoded image has shape {list(image.tokens.shape)}, "
                                f"expected {[IMAGE_TOKENS, self.config.hidden_size]}")
         return image
+
+    @staticmethod
+    def _shareable(prompt: Prompt, images: Sequence[ImageLike]) -> list:
+        """The part of a prompt other requests may share, as comparable items: its token ids, with
+        each precomputed image's first pad slot holding the ``EncodedImage`` (the same object, the
+        same visual tokens). It ends where the first image given raw starts: a test image (the
+        ID-Former modulates it per window) or anything else not precomputed."""
+        items: list = list(prompt.ids)
+        for start, image in zip(prompt.image_starts, images):
+            if not isinstance(image, EncodedImage):
+                return items[:start]
+            items[start] = image
+        return items
 
     def _pixels(self, images: Sequence[ImageInput]) -> torch.Tensor:
         return preprocess(images, self.config.visual.image_size, self.device)

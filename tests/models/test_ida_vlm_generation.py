@@ -21,7 +21,7 @@ def _requests(frames):
         (build_id_query(["Alice"], 1, "What is Alice doing?"), frames[1:3], ["id", "test"]),
         (build_id_query(["Alice", "Bob", "Carol"], 2, "and describe their content."), frames[2:7], ["id"] * 3 + ["test"] * 2),
         ("Who is Bob?", [], []),
-        # two windows of the same shape: equal prompt lengths are prefilled together
+        # two windows of the same length: they take the same cache columns
         (build_id_query(["Alice", "Bob"], 2, "and describe their content."), frames[0:4], ["id"] * 2 + ["test"] * 2),
         (build_id_query(["Alice", "Carol"], 2, "and describe their content."), frames[4:8], ["id"] * 2 + ["test"] * 2),
     ]
@@ -34,7 +34,7 @@ def test_batched_generation_equals_one_by_one(request, model_name, frames):
     batched = model.generate(requests, max_new_tokens=10)
     alone = [model.generate([r], max_new_tokens=10)[0] for r in requests]
     lengths = [len(chat_prompt(model.tokenizer, query).ids) for query, _, _ in requests]
-    assert lengths[-1] == lengths[-2]  # the prefill-together path is exercised
+    assert lengths[-1] == lengths[-2]
     assert all(isinstance(g, Generation) for g in batched)
     assert [g.token_ids for g in batched] == [g.token_ids for g in alone]
     assert [g.text for g in batched] == [g.text for g in alone]

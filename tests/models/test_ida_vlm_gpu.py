@@ -1,5 +1,5 @@
 """CUDA checks (skipped without a GPU): the GPU path agrees with the CPU one, stays
-batch-independent for cached features, and batches like one-by-one."""
+batch-independent for cached features, and batches (with prefix sharing) like one-by-one."""
 from __future__ import annotations
 
 import numpy as np
@@ -56,11 +56,14 @@ def test_cuda_defaults_to_bf16_and_cached_cast_is_bit_identical(checkpoints, fra
 
 
 def test_cuda_batched_generation_equals_one_by_one(checkpoints, frames, exact_fp32):
+    """Rows 0 and 3 share their cast prefix (prefilled once, the suffixes attend to it)."""
     model = IdaVlm.from_pretrained(checkpoints("idf"), variant="idf", device="cuda", dtype=torch.float32)
     cast = model.precompute(frames[:2], ["id", "id"])
     requests = [(QUERY, [*cast, *frames[2:4]], ROLES),
                 ("Give an image description. <img></img>", frames[5:6], ["general"]),
-                (build_id_query(["Alice"], 1, "What is Alice doing?"), [cast[0], frames[6]], ["id", "test"])]
+                (build_id_query(["Alice"], 1, "What is Alice doing?"), [cast[0], frames[6]], ["id", "test"]),
+                (QUERY, [*cast, frames[4], frames[7]], ROLES)]
     batched = model.generate(requests, max_new_tokens=12)
+    unshared = model.generate(requests, max_new_tokens=12, share_prefix=False)
     alone = [model.generate([r], max_new_tokens=12)[0] for r in requests]
-    assert [g.token_ids for g in batched] == [g.token_ids for g in alone]
+    assert [g.token_ids for g in batched] == [g.token_ids for g in unshared] == [g.token_ids for g in alone]

@@ -30,7 +30,7 @@ CORE = [
 ]
 VLM = ["torch>=2.4", "tiktoken>=0.6", "safetensors>=0.4", "huggingface_hub>=0.23"]
 RAY = ["ray>=2.9"]
-TEST = ["pytest>=8", "onnx>=1.15", *VLM]
+TEST = ["pytest>=8", "onnx>=1.15", *VLM, *RAY]
 
 setup(
     name="movieid",

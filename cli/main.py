@@ -119,6 +119,60 @@ def _face_options(func):
     return func
 
 
+def _pipeline_options(func):
+    """The options annotate and batch share: engine, shots, windows, faces, cast."""
+    options = [
+        click.option("--engine", type=click.Choice(["faces", "ida-vlm"]), default="faces", show_default=True,
+                     help="faces: offline captions from face recognition; ida-vlm: the ID-aware VLM."),
+        click.option("--model", default=None, help="ida-vlm: checkpoint folder or hub id (jiyatai/IDA-VLM)."),
+        click.option("--variant", type=click.Choice(["base", "idf"]), default=None,
+                     help="ida-vlm: checkpoint variant (default: base)."),
+        click.option("--device", default=None, help="ida-vlm: torch device (default: cuda if available)."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+                     help="ida-vlm: shots per generation batch."),
+        click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True,
+                     help="ida-vlm: longest caption in tokens."),
+        _shot_options,
+        click.option("--frames-per-shot", type=click.IntRange(min=1), default=3, show_default=True,
+                     help="Keyframes (test frames) per shot."),
+        click.option("--max-images", type=click.IntRange(min=2), default=8, show_default=True,
+                     help="Images per window, cast ID images included (IDA-VLM was trained with 8)."),
+        _face_options,
+        click.option("--face-size", type=click.IntRange(min=64), default=1280, show_default=True,
+                     help="Longest side of frames for face analysis, in pixels."),
+        click.option("--min-face", type=click.IntRange(min=1), default=40, show_default=True,
+                     help="Smallest face analysed (pixels, at --face-size)."),
+        click.option("--cast-strict/--no-cast-strict", default=True, show_default=True,
+                     help="Fail on a cast photo without exactly one face, or skip it with a warning."),
+        click.option("--format", "formats", type=click.Choice(["srt", "vtt", "json"]), multiple=True,
+                     help="Output formats (repeatable; default: all three)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _annotate_options(engine, model, variant, device, batch_size, max_new_tokens, detector, threshold,
+                      min_shot_len, max_shot_len, frames_per_shot, max_images, face_backend, face_models,
+                      cache_dir, face_size, min_face, cast_strict, workers=0, **_):
+    from movieid.pipeline import AnnotateOptions
+
+    if engine == "ida-vlm" and not model:
+        raise click.UsageError("--engine ida-vlm needs --model (a checkpoint folder or hub id)")
+    engine_options = {}
+    if engine == "ida-vlm":
+        engine_options = {"model": model, "variant": variant, "device": device, "batch_size": batch_size,
+                          "max_new_tokens": max_new_tokens}
+    options = AnnotateOptions(
+        shots=_make_shot_options(detector, threshold, min_shot_len, max_shot_len),
+        frames_per_shot=frames_per_shot, max_images=max_images, face_backend=face_backend,
+        face_models=None if face_models is None else str(face_models), face_size=face_size,
+        min_face=min_face, cast_strict=cast_strict, workers=workers,
+        cache_dir=None if cache_dir is None else str(cache_dir), engine=engine, engine_options=engine_options)
+    options.validate()
+    return options
+
+
 ANNOTATE_EPILOG = """\b
 Examples:
   movieid annotate film.mp4 --cast cast/                 # film.srt, film.vtt, film.json beside the film
@@ -137,56 +191,20 @@ or a cast.yaml listing names, aliases and photos. Each photo must show exactly o
               help="Cast folder (one sub-folder of reference photos per person).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Output folder (default: the film's folder).")
-@click.option("--format", "formats", type=click.Choice(["srt", "vtt", "json"]), multiple=True,
-              help="Output formats (repeatable; default: all three).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
-@click.option("--engine", type=click.Choice(["faces", "ida-vlm"]), default="faces", show_default=True,
-              help="faces: offline captions from face recognition; ida-vlm: the ID-aware VLM.")
-@click.option("--model", default=None, help="ida-vlm: checkpoint folder or hub id (jiyatai/IDA-VLM).")
-@click.option("--variant", type=click.Choice(["base", "idf"]), default=None,
-              help="ida-vlm: checkpoint variant (default: base, or what the folder holds).")
-@click.option("--device", default=None, help="ida-vlm: torch device (default: cuda if available).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
-              help="ida-vlm: shots per generation batch.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True,
-              help="ida-vlm: longest caption in tokens.")
-@_shot_options
-@click.option("--frames-per-shot", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Keyframes (test frames) per shot.")
-@click.option("--max-images", type=click.IntRange(min=2), default=8, show_default=True,
-              help="Images per window, cast ID images included (IDA-VLM was trained with 8).")
-@_face_options
-@click.option("--face-size", type=click.IntRange(min=64), default=1280, show_default=True,
-              help="Longest side of frames for face analysis, in pixels.")
-@click.option("--min-face", type=click.IntRange(min=1), default=40, show_default=True,
-              help="Smallest face analysed (pixels, at --face-size).")
-@click.option("--cast-strict/--no-cast-strict", default=True, show_default=True,
-              help="Fail on a cast photo without exactly one face, or skip it with a warning.")
+@_pipeline_options
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Face-analysis processes (0: one per CPU core).")
 @common
-def annotate(film, cast_dir, output, formats, overwrite, engine, model, variant, device, batch_size,
-             max_new_tokens, detector, threshold, min_shot_len, max_shot_len, frames_per_shot, max_images,
-             face_backend, face_models, cache_dir, face_size, min_face, cast_strict, workers, verbose, quiet):
+def annotate(film, cast_dir, output, overwrite, formats, verbose, quiet, **pipeline):
     """Write per-shot captions of FILM as SRT, WebVTT and JSON."""
     _setup_logging(verbose, quiet)
-    from movieid.pipeline import AnnotateOptions, Annotator
+    from movieid.pipeline import Annotator
     from movieid.video import probe
     from movieid.writers import FORMATS, check_outputs, write_outputs
 
+    options = _annotate_options(**pipeline)
     film = probe(film)  # a bad film fails before any model loads
-    if engine == "ida-vlm" and not model:
-        raise click.UsageError("--engine ida-vlm needs --model (a checkpoint folder or hub id)")
-    engine_options = {}
-    if engine == "ida-vlm":
-        engine_options = {"model": model, "variant": variant, "device": device, "batch_size": batch_size,
-                          "max_new_tokens": max_new_tokens}
-    options = AnnotateOptions(
-        shots=_make_shot_options(detector, threshold, min_shot_len, max_shot_len),
-        frames_per_shot=frames_per_shot, max_images=max_images, face_backend=face_backend,
-        face_models=None if face_models is None else str(face_models), face_size=face_size,
-        min_face=min_face, cast_strict=cast_strict, workers=workers,
-        cache_dir=None if cache_dir is None else str(cache_dir), engine=engine, engine_options=engine_options)
     paths = check_outputs(output or film.path.parent, film.path.stem, formats or FORMATS, overwrite)
     with Annotator(options, cast_dir, progress=False if quiet else None) as annotator:
         result = annotator.annotate(film)
@@ -197,6 +215,85 @@ def annotate(film, cast_dir, output, formats, overwrite, engine, model, variant,
                    f"{result.unknown_count} unknown")
         for path in written:
             click.echo(f"  wrote {path}")
+
+
+# ----------------------------------------------------------------------------- batch
+
+BATCH_EPILOG = """\b
+Examples:
+  movieid batch /archive --cast cast/ -o /out               # every film under /archive
+  movieid batch films.csv -o /out                           # a manifest: film,cast,title (cast per film)
+  movieid batch /archive --cast cast/ -o /out --workers 2   # two films at a time
+  movieid batch /archive --cast cast/ -o /out --ray auto    # on an existing Ray cluster
+  movieid batch-status /out
+\b
+Outputs mirror the archive's layout under -o. A journal in -o (.movieid-batch.sqlite)
+records every film: a re-run skips films done with the same input and settings, redoes
+changed ones and films interrupted by a kill, and retries failed ones only with
+--retry-failed. A film that fails is recorded with its reason and the batch goes on
+(--fail-fast stops at the first failure); the exit code is 0 only when no film has failed.
+"""
+
+
+@cli.command(epilog=BATCH_EPILOG)
+@click.argument("source")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option("--cast", "cast_dir", type=click.Path(path_type=Path), default=None,
+              help="Cast folder (for a manifest: films without their own cast).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Films analysed at once (processes, or Ray actors with --ray).")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Run on Ray: auto (the running cluster), local (start one here), or host:port.")
+@click.option("--retry-failed", is_flag=True, help="Retry films that failed in an earlier run.")
+@click.option("--keep-going/--fail-fast", default=True, show_default=True,
+              help="Go on after a film fails, or stop at the first failure.")
+@_pipeline_options
+@common
+def batch(source, output, cast_dir, workers, ray_address, retry_failed, keep_going, formats, verbose, quiet,
+          **pipeline):
+    """Annotate every film of SOURCE (a folder, or a .csv/.jsonl manifest) into OUTPUT."""
+    _setup_logging(verbose, quiet)
+    from movieid.batch import BatchOptions, run_batch
+    from movieid.video import format_time
+    from movieid.writers import FORMATS
+
+    options = BatchOptions(annotate=_annotate_options(**pipeline), formats=tuple(formats or FORMATS),
+                           workers=workers, ray=ray_address, retry_failed=retry_failed, keep_going=keep_going)
+    summary = run_batch(Path(source), output, cast_dir, options, progress=False if quiet else None)
+    if not quiet:
+        click.echo(f"{'done':>8} {'skipped':>8} {'failed':>8} {'time':>13}")
+        click.echo(f"{summary.done:>8} {summary.skipped:>8} {summary.failed + summary.failed_before:>8} "
+                   f"{format_time(summary.seconds):>13}")
+        for key, reason in summary.failures[:20]:
+            click.echo(f"  failed: {key}: {reason}")
+        if summary.failed_before:
+            click.echo(f"  ({summary.failed_before} failed in an earlier run; --retry-failed retries them)")
+    if not summary.ok:
+        sys.exit(1)
+
+
+@cli.command("batch-status")
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@common
+def batch_status(output, as_json, verbose, quiet):
+    """Show each film of a batch output folder: done, failed (with the reason) or pending."""
+    _setup_logging(verbose, quiet)
+    from movieid.batch import status
+    from movieid.batch.runner import summarise
+
+    entries = status(output)
+    if as_json:
+        click.echo(json.dumps([{"film": e.film, "key": e.key, "state": e.state, "reason": e.reason,
+                                "seconds": e.seconds, "attempts": e.attempts, "outputs": e.outputs}
+                               for e in entries], indent=2))
+        return
+    width = max([len(e.key) for e in entries] + [4])
+    for e in entries:
+        seconds = "" if e.seconds is None else f"{e.seconds:8.1f}s"
+        click.echo(f"{e.state:<8} {e.key:<{width}} {seconds:>9}  {e.reason or ''}".rstrip())
+    counts = summarise(entries)
+    click.echo(", ".join(f"{n} {state}" for state, n in counts.items()), err=True)
 
 
 # ----------------------------------------------------------------------------- shots

@@ -68,6 +68,7 @@ class FilmAnnotation:
     settings: dict
     shots: list[ShotAnnotation]
     unknown_count: int = 0
+    title: str | None = None     # from a batch manifest
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def to_json(self) -> dict:
@@ -75,7 +76,7 @@ class FilmAnnotation:
             "schema_version": SCHEMA_VERSION,
             "tool": {"name": "movieid", "version": __version__},
             "created": self.created,
-            "film": self.film.metadata(),
+            "film": {**self.film.metadata(), "title": self.title},
             "engine": self.engine,
             "settings": self.settings,
             "cast": self.cast.metadata(),

@@ -104,3 +104,16 @@ def write_outputs(annotation: FilmAnnotation, paths: dict[str, Path]) -> list[Pa
             except OSError:
                 pass
     return list(paths.values())
+
+
+def remove_stale_temp_files(folder: Path) -> int:
+    """Delete temporary files a killed run left behind (``.<name>.<random>.tmp`` beside outputs)."""
+    removed = 0
+    for fmt in FORMATS:
+        for path in Path(folder).rglob(f".*.{fmt}.*.tmp"):
+            try:
+                path.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed

@@ -1,0 +1,208 @@
+"""movieid batch: discovery, manifests, the journal (resume, changes, kills), failure isolation,
+and parallel runs (processes and a local Ray instance) giving exactly the serial results."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from movieid.batch import BatchOptions, find_jobs, run_batch, status
+from movieid.batch.jobs import looks_like_video
+from movieid.pipeline import AnnotateOptions
+
+from .conftest import REPO, run_cli
+
+
+def _cut(source, out, start, frames):
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", f"{start / 25:.2f}", "-i", str(source), "-frames:v",
+                    str(frames), "-c:v", "libx264", "-preset", "ultrafast", "-f", "mp4", str(out)], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def archive(multishot, tmp_path_factory):
+    """Real films (pieces of the multi-shot film) mixed with files that are not films."""
+    path, _, _ = multishot
+    root = tmp_path_factory.mktemp("archive")
+    _cut(path, root / "season1" / "ep1.mp4", 0, 80)           # Obama, then Biden
+    _cut(path, root / "season2" / "ep1.mp4", 208, 45)         # same name, other folder: Biden and Obama
+    _cut(path, root / "season2" / "clip", 133, 40)            # no extension: found by content
+    (root / "extras").mkdir()
+    (root / "extras" / "notes.txt").write_text("not a film")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=duration=1",
+                    str(root / "extras" / "song.m4a")], check=True)   # MP4 container, audio only
+    (root / ".trash").mkdir()
+    shutil.copy(root / "season1" / "ep1.mp4", root / ".trash" / "old.mp4")
+    return root
+
+
+def options(tmp_path, **kw) -> BatchOptions:
+    annotate = AnnotateOptions(face_backend="dlib", workers=1, cache_dir=str(tmp_path / "cache"))
+    return BatchOptions(annotate=annotate, **kw)
+
+
+def load(out, key):
+    doc = json.loads((out / key).read_text())
+    doc.pop("created")
+    return doc
+
+
+def test_films_are_found_by_content_and_outputs_mirror_the_layout(archive, tmp_path, cast_dir):
+    jobs = find_jobs(archive, tmp_path / "out", cast_dir)
+    assert [j.key for j in jobs] == ["season1/ep1.mp4", "season2/clip", "season2/ep1.mp4"]
+    assert {j.output_dir.relative_to(tmp_path / "out").as_posix() for j in jobs} == {"season1", "season2"}
+    assert looks_like_video((archive / "season2" / "clip").read_bytes()[:64])
+    assert not looks_like_video(b"%PDF-1.7 hello")
+
+
+def test_same_stem_in_one_folder_gets_full_names(tmp_path, archive):
+    folder = tmp_path / "src"
+    folder.mkdir()
+    shutil.copy(archive / "season1" / "ep1.mp4", folder / "a.mp4")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(folder / "a.mp4"), "-c", "copy", str(folder / "a.mkv")],
+                   check=True)
+    assert sorted(j.stem for j in find_jobs(folder, tmp_path / "out", None)) == ["a.mkv", "a.mp4"]
+
+
+def test_batch_resumes_redoes_changes_and_isolates_failures(archive, tmp_path, cast_dir):
+    src = tmp_path / "src"
+    shutil.copytree(archive, src)
+    broken = src / "season2" / "broken.mp4"
+    data = (src / "season1" / "ep1.mp4").read_bytes()
+    broken.write_bytes(data[: len(data) // 3])
+    out = tmp_path / "out"
+
+    first = run_batch(src, out, cast_dir, options(tmp_path), progress=False)
+    assert (first.done, first.failed, first.skipped) == (3, 1, 0) and not first.ok
+    assert first.failures[0][0] == "season2/broken.mp4" and "broken.mp4" in first.failures[0][1]
+    season1 = load(out, "season1/ep1.json")
+    assert [s["names"] for s in season1["shots"]] == [["Barack Obama"], ["Joe Biden"]]
+    assert [s["names"] for s in load(out, "season2/ep1.json")["shots"]] == [["Joe Biden", "Barack Obama"]]
+    assert not (out / "season2" / "broken.srt").exists()
+
+    again = run_batch(src, out, cast_dir, options(tmp_path), progress=False)
+    assert (again.done, again.skipped, again.failed, again.failed_before) == (0, 3, 0, 1)
+
+    shutil.copy(src / "season2" / "ep1.mp4", src / "season1" / "ep1.mp4")   # the film changed
+    changed = run_batch(src, out, cast_dir, options(tmp_path), progress=False)
+    assert (changed.done, changed.skipped) == (1, 2)
+    assert [s["names"] for s in load(out, "season1/ep1.json")["shots"]] == [["Joe Biden", "Barack Obama"]]
+
+    broken.unlink()
+    retried = run_batch(src, out, cast_dir, options(tmp_path, retry_failed=True), progress=False)
+    assert retried.ok and retried.skipped == 3
+    states = {e.key: e.state for e in status(out)}
+    assert states == {"season1/ep1.mp4": "done", "season2/clip": "done", "season2/ep1.mp4": "done",
+                      "season2/broken.mp4": "gone"}
+
+    other = options(tmp_path)
+    other = BatchOptions(annotate=AnnotateOptions(face_backend="dlib", workers=1, max_images=4,
+                                                  cache_dir=str(tmp_path / "cache")))
+    assert run_batch(src, out, cast_dir, other, progress=False).done == 3   # new settings: all redone
+
+
+def test_manifests_give_each_film_its_cast_and_title(archive, tmp_path, faces_dir):
+    small_cast = tmp_path / "cast_biden"
+    shutil.copytree(faces_dir / "cast" / "Joe Biden", small_cast / "Joe Biden")
+    manifest = tmp_path / "films.csv"
+    manifest.write_text(f"film,cast,title\n{archive / 'season1' / 'ep1.mp4'},{small_cast},Pilot\n"
+                        f"{archive / 'season2' / 'ep1.mp4'},,\n")
+    out = tmp_path / "out"
+    summary = run_batch(manifest, out, faces_dir / "cast", options(tmp_path), progress=False)
+    assert summary.ok and summary.done == 2
+    pilot = load(out, "season1/ep1.json")
+    assert pilot["film"]["title"] == "Pilot" and [m["name"] for m in pilot["cast"]["members"]] == ["Joe Biden"]
+    assert [s["names"] for s in pilot["shots"]][1] == ["Joe Biden"]
+    assert "Barack Obama" not in json.dumps(pilot["shots"])
+    assert len(load(out, "season2/ep1.json")["cast"]["members"]) == 4   # the default cast
+
+    jsonl = tmp_path / "films.jsonl"
+    jsonl.write_text(json.dumps({"film": str(archive / "season2" / "clip"), "title": "Clip"}) + "\n")
+    assert run_batch(jsonl, tmp_path / "out2", None, options(tmp_path), progress=False).done == 1
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,who\nx.mp4,y\n")
+    proc = run_cli("batch", bad, "-o", tmp_path / "out3")
+    assert proc.returncode == 1 and "'film' column" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_worker_processes_give_the_serial_results(archive, tmp_path, cast_dir):
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    run_batch(archive, serial, cast_dir, options(tmp_path), progress=False)
+    summary = run_batch(archive, parallel, cast_dir, options(tmp_path, workers=2), progress=False)
+    assert summary.ok and summary.done == 3
+    for key in ("season1/ep1.json", "season2/ep1.json", "season2/clip.json"):
+        a, b = load(serial, key), load(parallel, key)
+        a.pop("settings"), b.pop("settings")    # face workers per film differ by design
+        assert a == b, key
+
+
+def test_ray_gives_the_serial_results(archive, tmp_path, cast_dir):
+    pytest.importorskip("ray", reason="Ray is an optional extra (pip install -e '.[ray]')")
+    serial, distributed = tmp_path / "serial", tmp_path / "ray"
+    run_batch(archive, serial, cast_dir, options(tmp_path), progress=False)
+    summary = run_batch(archive, distributed, cast_dir, options(tmp_path, workers=2, ray="local"), progress=False)
+    assert summary.ok and summary.done == 3
+    for key in ("season1/ep1.json", "season2/ep1.json", "season2/clip.json"):
+        a, b = load(serial, key), load(distributed, key)
+        a.pop("settings"), b.pop("settings")
+        assert a == b, key
+
+
+def test_killing_the_batch_loses_only_the_film_in_flight(archive, tmp_path, cast_dir):
+    src = tmp_path / "src"
+    for k in range(4):
+        (src / f"part{k}").mkdir(parents=True)
+        shutil.copy(archive / "season1" / "ep1.mp4", src / f"part{k}" / "film.mp4")
+    out = tmp_path / "out"
+    env = {**os.environ, "MOVIEID_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "batch", str(src), "-o", str(out), "--cast",
+                             str(cast_dir), "--face-backend", "dlib", "-q"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = out / ".movieid-batch.sqlite"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if journal.exists():
+            with sqlite3.connect(journal) as db:
+                if db.execute("SELECT count(*) FROM films WHERE state='done'").fetchone()[0] >= 1:
+                    break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with sqlite3.connect(journal) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        states = dict(db.execute("SELECT key, state FROM films").fetchall())
+    done = [k for k, s in states.items() if s == "done"]
+    assert 1 <= len(done) < 4
+    for key in done:                                   # what is marked done is complete
+        folder = out / key.rsplit("/", 1)[0]
+        assert json.loads((folder / "film.json").read_text())["shots"]
+        assert (folder / "film.srt").read_text().strip()
+    resumed = run_batch(src, out, cast_dir, options(tmp_path), progress=False)
+    assert resumed.ok and resumed.skipped == len(done) and resumed.done == 4 - len(done)
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_batch_status_and_ray_without_ray(archive, tmp_path, cast_dir):
+    out = tmp_path / "out"
+    run_batch(archive, out, cast_dir, options(tmp_path), progress=False)
+    proc = run_cli("batch-status", out)
+    assert proc.returncode == 0 and proc.stdout.count("done") == 3
+    assert "3 done, 0 failed" in proc.stderr
+    missing = run_cli("batch-status", tmp_path / "nothing")
+    assert missing.returncode == 1 and "no batch journal" in missing.stderr
+
+    blocker = tmp_path / "no_ray"
+    blocker.mkdir()
+    (blocker / "ray.py").write_text("raise ImportError('No module named ray')\n")
+    env = {**os.environ, "PYTHONPATH": str(blocker)}
+    proc = run_cli("batch", archive, "-o", tmp_path / "out_ray", "--ray", "local", env=env)
+    assert proc.returncode == 1 and "pip install" in proc.stderr and "Traceback" not in proc.stderr

@@ -3,7 +3,8 @@
 Per shot the prompt takes the published form — ``Alice is <img></img>\\n Bob is <img></img>\\n
 Watching the following images <img></img>\\n<img></img>...`` — then ``INSTRUCTION``. The cast's
 ID images go through the vision tower once per cast (``start``) and are reused for every
-window; windows are generated in batches. Answers are cleaned to one or two plain sentences,
+window; windows are generated in batches, and windows holding the same cast members (listed
+in cast order) share their prompt prefix, which the model prefills once per batch. Answers are cleaned to one or two plain sentences,
 and the cast names they mention (full names or aliases) are recorded.
 """
 from __future__ import annotations

@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -285,12 +286,8 @@ def _attach_frames(reader: FrameReader, batch: Iterable[CaptionRequest]) -> None
 def _result(future: Future) -> list[ShotFaceResult]:
     try:
         return future.result()
-    except MovieIdError:
-        raise
-    except Exception as exc:
-        if type(exc).__name__ == "BrokenProcessPool":
-            raise MovieIdError(f"a face-analysis worker died ({exc}); try --workers 1") from None
-        raise
+    except BrokenProcessPool as exc:
+        raise MovieIdError(f"a face-analysis worker died ({exc}); try --workers 1") from None
 
 
 def annotate(film_path: str | Path, cast_dir: str | Path | None = None,

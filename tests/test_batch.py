@@ -206,3 +206,28 @@ def test_batch_status_and_ray_without_ray(archive, tmp_path, cast_dir):
     env = {**os.environ, "PYTHONPATH": str(blocker)}
     proc = run_cli("batch", archive, "-o", tmp_path / "out_ray", "--ray", "local", env=env)
     assert proc.returncode == 1 and "pip install" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ray_captions_on_gpu_actors_with_the_vlm_engine(archive, tmp_path, cast_dir):
+    """Ray schedules by declared resources, so two logical GPUs on this CPU machine exercise the
+    GPU-actor path (one captioning actor per GPU, the tiny model on the CPU)."""
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra (pip install -e '.[ray]')")
+    pytest.importorskip("torch", reason="the ida-vlm engine needs PyTorch")
+    from tests.helpers.tiny_ida_vlm import build_tiny_checkpoint
+
+    model = build_tiny_checkpoint(tmp_path / "model-base")
+    annotate = AnnotateOptions(face_backend="dlib", workers=1, cache_dir=str(tmp_path / "cache"), engine="ida-vlm",
+                               engine_options={"model": str(model), "device": "cpu", "max_new_tokens": 6})
+    serial = run_batch(archive, tmp_path / "serial", cast_dir, BatchOptions(annotate=annotate), progress=False)
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert int(ray.cluster_resources()["GPU"]) == 2
+        distributed = run_batch(archive, tmp_path / "ray", cast_dir,
+                                BatchOptions(annotate=annotate, ray="auto", workers=2), progress=False)
+    finally:
+        ray.shutdown()
+    assert serial.ok and distributed.ok and distributed.done == 3
+    for key in ("season1/ep1.json", "season2/ep1.json", "season2/clip.json"):
+        a, b = load(tmp_path / "serial", key), load(tmp_path / "ray", key)
+        assert b["engine"]["name"] == "ida-vlm"
+        assert [s["caption"] for s in a["shots"]] == [s["caption"] for s in b["shots"]]

@@ -210,14 +210,61 @@ class _RaySession:
             self.ray.shutdown()
 
 
+Captioned = tuple[Job, object, "str | None", float]   # job, FilmAnnotation (or None), error, seconds
+
+
+class LocalCaptions:
+    """Captions each film in this process as it arrives (the engine loaded once)."""
+
+    def __init__(self, options: AnnotateOptions):
+        self.captioner = Captioner(options, progress=False)
+        self._done: list[Captioned] = []
+
+    def submit(self, job: Job, analysis: FilmAnalysis) -> None:
+        begin = time.perf_counter()
+        try:
+            self._done.append((job, self.captioner.caption(analysis), None, time.perf_counter() - begin))
+        except Exception as exc:  # the batch goes on: the film is recorded as failed
+            log.debug("captioning %s failed", job.film, exc_info=True)
+            self._done.append((job, None, _reason(exc), time.perf_counter() - begin))
+
+    def finished(self, wait_all: bool = False) -> list[Captioned]:
+        done, self._done = self._done, []
+        return done
+
+
 class RayCaptioner:
     """One per GPU: the VLM engine loaded once, captioning films from any analysis actor."""
 
     def __init__(self, options: AnnotateOptions):
-        self.captioner = Captioner(options, progress=False)
+        self.captions = LocalCaptions(options)
 
-    def caption(self, analysis: FilmAnalysis):
-        return self.captioner.caption(analysis)
+    def caption(self, job: Job, analysis: FilmAnalysis) -> Captioned:
+        self.captions.submit(job, analysis)
+        return self.captions.finished()[0]
+
+
+class RayCaptions:
+    """Captions films on the GPU actors, all of them busy at once; results come back as ready."""
+
+    def __init__(self, options: AnnotateOptions, gpus: int):
+        import ray
+        from ray.util import ActorPool
+
+        # num_cpus=0: the GPU is what it needs; the CPUs are the analysis actors'.
+        self.pool = ActorPool([ray.remote(num_gpus=1, num_cpus=0)(RayCaptioner).remote(options) for _ in range(gpus)])
+
+    def submit(self, job: Job, analysis: FilmAnalysis) -> None:
+        self.pool.submit(lambda actor, item: actor.caption.remote(*item), (job, analysis))
+
+    def finished(self, wait_all: bool = False) -> list[Captioned]:
+        done = []
+        while self.pool.has_next():
+            try:
+                done.append(self.pool.get_next_unordered(timeout=None if wait_all else 0))
+            except TimeoutError:
+                break
+        return done
 
 
 # ----------------------------------------------------------------------------- the batch
@@ -310,22 +357,8 @@ def _execute(plan, options: BatchOptions, journal: Journal, summary: Summary, pr
     def start(job: Job) -> None:
         journal.start(job, *fingerprints[job.key])
 
-    def deliver(job: Job, outcome: Outcome) -> None:
-        seconds = outcome.seconds
-        reason = outcome.error
-        written: list[Path] = []
-        if reason is None:
-            begin = time.perf_counter()
-            try:
-                annotation = caption(outcome.analysis)
-                annotation.title = job.title
-                job.output_dir.mkdir(parents=True, exist_ok=True)
-                written = write_outputs(annotation, job.outputs(options.formats))
-            except Exception as exc:  # the batch goes on: the film is recorded as failed
-                log.debug("captioning %s failed", job.film, exc_info=True)
-                reason = _reason(exc)
-            seconds += time.perf_counter() - begin
-        journal.finish(job, seconds, written, reason)
+    def record(job: Job, seconds: float, reason: str | None, written: list[Path] = ()) -> None:
+        journal.finish(job, seconds, list(written), reason)
         if reason is None:
             summary.done += 1
         else:
@@ -336,15 +369,38 @@ def _execute(plan, options: BatchOptions, journal: Journal, summary: Summary, pr
         if reason is not None and not options.keep_going:
             raise _Stop()
 
+    def write(captioned: list[Captioned]) -> None:
+        for job, annotation, reason, seconds in captioned:
+            written: list[Path] = []
+            if reason is None:
+                try:
+                    annotation.title = job.title
+                    job.output_dir.mkdir(parents=True, exist_ok=True)
+                    written = write_outputs(annotation, job.outputs(options.formats))
+                except Exception as exc:  # the batch goes on: the film is recorded as failed
+                    reason = _reason(exc)
+            record(job, analysed[job.key] + seconds, reason, written)
+
+    analysed: dict[str, float] = {}
+
+    def deliver(job: Job, outcome: Outcome) -> None:
+        if outcome.error is not None:
+            record(job, outcome.seconds, outcome.error)
+        else:
+            analysed[job.key] = outcome.seconds
+            captions.submit(job, outcome.analysis)
+        write(captions.finished())
+
     jobs = [job for job, _, _ in plan]
     try:
-        caption = _captioner(options, worker_options)
+        captions = _captions(options, worker_options)
         if options.ray:
             _run_ray(jobs, worker_options, workers, start, deliver)
         elif workers > 1:
             _run_processes(jobs, worker_options, workers, start, deliver)
         else:
             _run_serial(jobs, worker_options, start, deliver)
+        write(captions.finished(wait_all=True))
     except _Stop:
         pass
     finally:
@@ -353,22 +409,16 @@ def _execute(plan, options: BatchOptions, journal: Journal, summary: Summary, pr
             session.close()
 
 
-def _captioner(options: BatchOptions, worker_options: AnnotateOptions) -> Callable[[FilmAnalysis], object]:
-    """Where films are captioned: in this process, or on Ray GPU actors for the VLM engine."""
+def _captions(options: BatchOptions, worker_options: AnnotateOptions):
+    """Where films are captioned: on Ray GPU actors for the VLM engine when the cluster has
+    GPUs, else in this process."""
     if options.ray and options.annotate.engine != "faces":
         import ray
 
         gpus = int(ray.cluster_resources().get("GPU", 0))
         if gpus:
-            from ray.util import ActorPool
-
-            pool = ActorPool([ray.remote(num_gpus=1)(RayCaptioner).remote(worker_options) for _ in range(gpus)])
-
-            def on_gpu(analysis: FilmAnalysis):
-                pool.submit(lambda actor, a: actor.caption.remote(a), analysis)
-                return pool.get_next()
-            return on_gpu
-    return Captioner(worker_options, progress=False).caption
+            return RayCaptions(worker_options, gpus)
+    return LocalCaptions(worker_options)
 
 
 def status(out: Path) -> list:

@@ -109,8 +109,8 @@ def main() -> None:
                                     "--face-backend", "dlib", "--workers", str(args.workers), *env_cache])
         rows.append((film.name, minutes, decode, annotate, peak))
     print(f"\nmachine: {os.cpu_count()} cores; workers: {args.workers or os.cpu_count()}")
-    print(f"| film | minutes | decode-only s | annotate s | ratio | peak RSS (tree) MB |")
-    print(f"| --- | --- | --- | --- | --- | --- |")
+    print("| film | minutes | decode-only s | annotate s | ratio | peak RSS (tree) MB |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for name, minutes, decode, annotate, peak in rows:
         print(f"| {name} | {minutes:g} | {decode:.1f} | {annotate:.1f} | {annotate / decode:.2f}x | {peak / 2**20:.0f} |")
 

@@ -127,7 +127,7 @@ def _read_details(r: _Reader) -> _Layer:
         params = r.tensor()
         num_filters, nr, nc = r.int(), r.int(), r.int()
         stride, padding = (r.int(), r.int()), (r.int(), r.int())
-        filters, biases = r.alias_tensor(), r.alias_tensor()
+        filters, _ = r.alias_tensor(), r.alias_tensor()  # the bias shape follows from the filters
         for _ in range(4):        # learning-rate and weight-decay multipliers
             r.float()
         flat = params.reshape(-1)
@@ -151,7 +151,7 @@ def _read_details(r: _Reader) -> _Layer:
         return _Layer(name[:-2], window=window, stride=stride, padding=padding)
     if name == "fc_2":
         num_outputs, num_inputs = r.int(), r.int()
-        params, weights, _biases, bias_mode = r.tensor(), r.alias_tensor(), r.alias_tensor(), r.int()
+        params, weights, _, bias_mode = r.tensor(), r.alias_tensor(), r.alias_tensor(), r.int()
         for _ in range(4):
             r.float()
         shape = (num_inputs, num_outputs)

@@ -252,7 +252,7 @@ class Annotator:
 
     def __init__(self, options: AnnotateOptions = AnnotateOptions(), cast_dir: str | Path | None = None,
                  progress: bool | None = None):
-        options.validate()
+        options.validate()   # before loading the cast: Analyzer checks again, cheaply
         backend = load_backend(options.face_backend, options.face_models)
         cast = load_cast_with_progress(cast_dir, backend, options, progress)
         self.analyzer = Analyzer(options, cast, backend, progress)

@@ -2,9 +2,10 @@
 
 ``probe`` asks ffprobe what the file is and turns every way it can be unusable into a
 one-line ``MovieIdError``. ``FrameReader`` reads frames by index, in batches, in display
-orientation (rotation and non-square pixels applied) at a size the caller picks:
-decord does the work; files decord cannot open (AV1, for one: its bundled FFmpeg is old)
-are read through an ffmpeg pipe with the same interface.
+orientation (rotation and non-square pixels applied) at a size the caller picks: decord
+does the work, except for files where it is not frame-exact or cannot decode (MPEG-TS/PS,
+MP4 edit lists, AV1), which are read through an ffmpeg pipe. ``scan`` is the one
+sequential decoding pass, through ffmpeg.
 
 Frame times are presentation times on the file's timeline (what a player shows):
 the frame's timestamp relative to the container start, so a video stream that starts
@@ -433,14 +434,10 @@ def format_time(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class YuvFrame:
-    """A decoded picture as FFmpeg's planar YUV 4:2:0: half the bytes of RGB, and its
-    first plane is the grey image face detectors work on. Converted to RGB on demand."""
+    """A decoded picture as FFmpeg's planar YUV 4:2:0 (half the bytes of RGB, so cheaper to
+    pipe and to pass to face workers); converted to RGB where it is analysed."""
 
     planes: np.ndarray   # [height * 3 / 2, width] uint8
-
-    @property
-    def gray(self) -> np.ndarray:
-        return self.planes[: self.planes.shape[0] * 2 // 3]
 
     def rgb(self) -> np.ndarray:
         import cv2

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 from .annotation import FilmAnnotation
 from .errors import MovieIdError
+from .video import format_time
 
 FORMATS = ("srt", "vtt", "json")
 _UMASK = os.umask(0o022)
@@ -30,20 +31,12 @@ def _srt(annotation: FilmAnnotation) -> str:
     return srt.compose(cues, reindex=False)
 
 
-def _vtt_time(seconds: float) -> str:
-    ms = int(round(seconds * 1000))
-    h, rest = divmod(ms, 3_600_000)
-    m, rest = divmod(rest, 60_000)
-    s, ms = divmod(rest, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
-
-
 def _vtt(annotation: FilmAnnotation) -> str:
     import webvtt
 
     doc = webvtt.WebVTT()
     for s in annotation.shots:
-        doc.captions.append(webvtt.Caption(_vtt_time(s.shot.start), _vtt_time(s.shot.end),
+        doc.captions.append(webvtt.Caption(format_time(s.shot.start), format_time(s.shot.end),
                                            s.caption.text, identifier=f"shot-{s.shot.index}"))
     return doc.content
 

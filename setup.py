@@ -39,10 +39,14 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["movieid", "movieid.*", "cli", "cli.*", "models", "models.*"]),
+    # The repository keeps the design card's folders (movieid/, cli/, models/); cli/ and models/
+    # install as movieid.cli and movieid.models, so nothing lands under a generic top-level name.
+    packages=[*find_packages(include=["movieid", "movieid.*"]),
+              *(f"movieid.{p}" for p in find_packages(include=["cli", "cli.*", "models", "models.*"]))],
+    package_dir={"movieid.cli": "cli", "movieid.models": "models"},
     package_data={"movieid": ["schema/*.json"]},
     install_requires=CORE,
     extras_require={"vlm": VLM, "ray": RAY, "test": TEST, "all": VLM + RAY},
-    entry_points={"console_scripts": ["movieid=cli.main:main"]},
+    entry_points={"console_scripts": ["movieid=movieid.cli.main:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Multimedia :: Video"],
 )

@@ -22,10 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.ida_vlm import IdaVlm, build_id_query  # noqa: E402
-from models.ida_vlm.config import IdaVlmConfig  # noqa: E402
-from models.ida_vlm.prompt import chat_prompt  # noqa: E402
-from models.ida_vlm.tokenizer import FULL_SIZE_ENDOFTEXT_ID, QwenTokenizer  # noqa: E402
+from movieid.models.ida_vlm import IdaVlm, build_id_query  # noqa: E402
+from movieid.models.ida_vlm.config import IdaVlmConfig  # noqa: E402
+from movieid.models.ida_vlm.prompt import chat_prompt  # noqa: E402
+from movieid.models.ida_vlm.tokenizer import FULL_SIZE_ENDOFTEXT_ID, QwenTokenizer  # noqa: E402
 
 # The published config.json of jiyatai/IDA-VLM (weights/model-base and model-idf).
 FULL_CONFIG = {
@@ -129,7 +129,7 @@ def bench_variant(variant: str, args, tokenizer: QwenTokenizer) -> list[dict]:
 
 def profile(model: IdaVlm, batch: list) -> None:
     """Diagnostics: the stages of one engine batch timed apart, then the top CUDA kernels."""
-    from models.ida_vlm.images import preprocess
+    from movieid.models.ida_vlm.images import preprocess
     visual = model.transformer.visual
     test_images = [imgs[3:] for _, imgs, _ in batch]
     pre, pixels = timed(lambda: [preprocess(imgs, 448, model.device) for imgs in test_images])

@@ -93,7 +93,7 @@ def main() -> None:
     if not cast.is_dir():
         build_cast(package_photo("insightface", "data", "images", "t1.jpg"),
                    package_photo("skimage", "data", "astronaut.png"), cast)
-    movieid = [sys.executable, "-m", "cli.main"]
+    movieid = [sys.executable, "-m", "movieid"]
     rows = []
     for minutes in args.minutes:
         film = args.out / f"bench_{minutes:g}min_720p.mp4"

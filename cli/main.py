@@ -16,6 +16,7 @@ import click
 
 from movieid import __version__
 from movieid.errors import MovieIdError
+from movieid.models.errors import InputError
 
 log = logging.getLogger("movieid")
 
@@ -59,7 +60,7 @@ class OneLineErrors(click.Group):
         except KeyboardInterrupt:
             click.echo("movieid: interrupted", err=True)
             sys.exit(130)
-        except MovieIdError as exc:
+        except InputError as exc:   # MovieIdError and the models' own errors
             click.echo(f"movieid: error: {exc}", err=True)
             sys.exit(1)
         except click.ClickException as exc:

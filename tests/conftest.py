@@ -95,5 +95,5 @@ def lavfi_film(path: Path, *args: str, duration: float = 2.0, size: str = "320x2
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real ``movieid`` command line in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "movieid", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd or REPO, env=env, timeout=600)

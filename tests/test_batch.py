@@ -164,7 +164,7 @@ def test_killing_the_batch_loses_only_the_film_in_flight(archive, tmp_path, cast
         shutil.copy(archive / "season1" / "ep1.mp4", src / f"part{k}" / "film.mp4")
     out = tmp_path / "out"
     env = {**os.environ, "MOVIEID_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "batch", str(src), "-o", str(out), "--cast",
+    proc = subprocess.Popen([sys.executable, "-m", "movieid", "batch", str(src), "-o", str(out), "--cast",
                              str(cast_dir), "--face-backend", "dlib", "-q"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     journal = out / ".movieid-batch.sqlite"

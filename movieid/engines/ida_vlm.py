@@ -54,7 +54,7 @@ class IdaVlmEngine(Engine):
                  batch_size: int = 8, max_new_tokens: int = 64):
         try:
             import torch  # noqa: F401
-            from models.ida_vlm import IdaVlm
+            from movieid.models.ida_vlm import IdaVlm
         except ImportError as exc:
             raise MovieIdError(f"the ida-vlm engine needs PyTorch ({exc.name} is missing): "
                                "pip install -e '.[vlm]'") from None
@@ -77,7 +77,7 @@ class IdaVlmEngine(Engine):
         self._ids = {m.name: e for m, e in zip(members, encoded)}
 
     def _request(self, request: CaptionRequest):
-        from models.ida_vlm import build_id_query
+        from movieid.models.ida_vlm import build_id_query
 
         names = [image.name for image in request.window.ids]
         frames = request.frames

@@ -3,7 +3,7 @@ names, nested ``visual``), sharded weights under the published parameter names w
 file (safetensors or .bin), a small byte-level ``qwen.tiktoken`` and ``generation_config.json``.
 
 The parameter list below is written from the published checkpoint, independently of
-``models.ida_vlm``, so loading it checks the model's names. Everything is deterministic in ``seed``;
+``movieid.models.ida_vlm``, so loading it checks the model's names. Everything is deterministic in ``seed``;
 an ``idf`` checkpoint holds exactly the ``base`` weights of the same seed plus ``attn1``.
 """
 from __future__ import annotations

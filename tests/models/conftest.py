@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.ida_vlm import IdaVlm
+from movieid.models.ida_vlm import IdaVlm
 from tests.helpers.tiny_ida_vlm import build_tiny_checkpoint
 
 

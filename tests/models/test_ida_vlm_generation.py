@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from models.ida_vlm import Generation, build_id_query
-from models.ida_vlm.generation import Sampling, alpha_for, pick_tokens
-from models.ida_vlm.images import preprocess
-from models.ida_vlm.prompt import chat_prompt
+from movieid.models.ida_vlm import Generation, build_id_query
+from movieid.models.ida_vlm.generation import Sampling, alpha_for, pick_tokens
+from movieid.models.ida_vlm.images import preprocess
+from movieid.models.ida_vlm.prompt import chat_prompt
 from tests.helpers.tiny_ida_vlm import TINY_CONFIG
 from tests.models.ida_vlm_reference import reference_logits, reference_visual
 
@@ -76,7 +76,7 @@ class _ScriptedHead(nn.Module):
 
 @pytest.mark.parametrize("stop", ["im_end_id", "endoftext_id", "im_start_id"])
 def test_generation_stops_at_chatml_end_tokens(checkpoints, stop, frames, monkeypatch):
-    from models.ida_vlm import IdaVlm
+    from movieid.models.ida_vlm import IdaVlm
     model = IdaVlm.from_pretrained(checkpoints("base"), device="cpu")
     tok = model.tokenizer
     words = tok.encode(" Alice is walking")
@@ -86,7 +86,7 @@ def test_generation_stops_at_chatml_end_tokens(checkpoints, stop, frames, monkey
 
 
 def test_ignore_eos_and_max_new_tokens(checkpoints, frames, monkeypatch):
-    from models.ida_vlm import IdaVlm
+    from movieid.models.ida_vlm import IdaVlm
     model = IdaVlm.from_pretrained(checkpoints("base"), device="cpu")
     tok = model.tokenizer
     monkeypatch.setattr(model, "lm_head", _ScriptedHead([tok.im_end_id], model.config.vocab_size))

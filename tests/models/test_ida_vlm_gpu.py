@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from models.ida_vlm import IdaVlm, build_id_query
-from models.ida_vlm.images import resize_bicubic
+from movieid.models.ida_vlm import IdaVlm, build_id_query
+from movieid.models.ida_vlm.images import resize_bicubic
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

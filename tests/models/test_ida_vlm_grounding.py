@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.ida_vlm import Box, Generation, grounding_query, parse_boxes
-from models.ida_vlm.grounding import box_for
+from movieid.models.ida_vlm import Box, Generation, grounding_query, parse_boxes
+from movieid.models.ida_vlm.grounding import box_for
 
 
 def test_parses_a_named_box_into_pixels():

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models.ida_vlm.images import CLIP_MEAN, CLIP_STD, image_size, preprocess, resize_bicubic
+from movieid.models.ida_vlm.images import CLIP_MEAN, CLIP_STD, image_size, preprocess, resize_bicubic
 from movieid.errors import MovieIdError
 
 CPU = torch.device("cpu")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from models.ida_vlm import IdaVlm
+from movieid.models.ida_vlm import IdaVlm
 from movieid.errors import MovieIdError
 from tests.helpers.tiny_ida_vlm import TINY_CONFIG, build_tiny_checkpoint, published_shapes
 

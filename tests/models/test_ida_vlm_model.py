@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from models.ida_vlm import EncodedImage, IdaVlm, build_id_query
-from models.ida_vlm.config import IdaVlmConfig
-from models.ida_vlm.language import ntk_alpha, positions_for
-from models.ida_vlm.prompt import chat_prompt
+from movieid.models.ida_vlm import EncodedImage, IdaVlm, build_id_query
+from movieid.models.ida_vlm.config import IdaVlmConfig
+from movieid.models.ida_vlm.language import ntk_alpha, positions_for
+from movieid.models.ida_vlm.prompt import chat_prompt
 from movieid.errors import MovieIdError
 from tests.helpers.tiny_ida_vlm import TINY_CONFIG, build_tiny_checkpoint
 

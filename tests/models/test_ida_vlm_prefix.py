@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.ida_vlm import build_id_query
-from models.ida_vlm import generation
-from models.ida_vlm.generation import SharedPrefix, alpha_for, shared_prefixes
-from models.ida_vlm.prompt import chat_prompt
+from movieid.models.ida_vlm import build_id_query
+from movieid.models.ida_vlm import generation
+from movieid.models.ida_vlm.generation import SharedPrefix, alpha_for, shared_prefixes
+from movieid.models.ida_vlm.prompt import chat_prompt
 from tests.helpers.tiny_ida_vlm import TINY_CONFIG
 
 DESCRIBE = "and describe their content."

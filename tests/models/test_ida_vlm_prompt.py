@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import tiktoken
 
-from models.ida_vlm import build_id_query, grounding_query
-from models.ida_vlm.prompt import chat_prompt
-from models.ida_vlm.tokenizer import PAT_STR, QwenTokenizer
+from movieid.models.ida_vlm import build_id_query, grounding_query
+from movieid.models.ida_vlm.prompt import chat_prompt
+from movieid.models.ida_vlm.tokenizer import PAT_STR, QwenTokenizer
 from movieid.errors import MovieIdError
 from tests.helpers.tiny_ida_vlm import tiny_ranks
 

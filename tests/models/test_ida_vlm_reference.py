@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from models.ida_vlm import build_id_query
-from models.ida_vlm.images import preprocess
-from models.ida_vlm.prompt import chat_prompt
+from movieid.models.ida_vlm import build_id_query
+from movieid.models.ida_vlm.images import preprocess
+from movieid.models.ida_vlm.prompt import chat_prompt
 from tests.helpers.tiny_ida_vlm import TINY_CONFIG
 from tests.models.ida_vlm_reference import reference_logits, reference_visual
 
@@ -46,7 +46,7 @@ def test_general_images_match_reference(idf_model, frames):
 
 def test_grid_resize_matches_torch_bicubic():
     """Position tables are resized by a precomputed bicubic map instead of F.interpolate."""
-    from models.ida_vlm.resampler import resize_grid_embedding
+    from movieid.models.ida_vlm.resampler import resize_grid_embedding
     table = torch.randn(256, 96, generator=torch.Generator().manual_seed(0))
     for target in (4, 32):
         grid = table.reshape(1, 16, 16, -1).permute(0, 3, 1, 2)

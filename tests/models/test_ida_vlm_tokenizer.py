@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.ida_vlm.tokenizer import FULL_SIZE_ENDOFTEXT_ID, SPECIAL_TOKENS, QwenTokenizer, read_ranks
+from movieid.models.ida_vlm.tokenizer import FULL_SIZE_ENDOFTEXT_ID, SPECIAL_TOKENS, QwenTokenizer, read_ranks
 from movieid.errors import MovieIdError
 from tests.helpers.tiny_ida_vlm import tiny_ranks
 

@@ -1,0 +1,18 @@
+"""The base of every "bad input" error the models and the app raise.
+
+A problem a user can fix (a missing file, a checkpoint that does not fit, an unreadable image)
+is described in one line that names the file; the command line prints it as it is and exits 1.
+Anything else escaping is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class InputError(ValueError):
+    """A bad input or environment problem, described in one line that names the file."""
+
+    def __init__(self, problem: str, path: str | Path | None = None):
+        self.problem = problem
+        self.path = None if path is None else str(path)
+        super().__init__(f"{self.path}: {problem}" if self.path else problem)

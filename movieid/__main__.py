@@ -1,0 +1,4 @@
+"""``python -m movieid``: the same command line as ``movieid``."""
+from movieid.cli.main import main
+
+main()

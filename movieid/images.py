@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MovieIdError
-from .video import check_readable_file
+from .files import check_input_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -17,7 +17,7 @@ def load_rgb(path: str | Path) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
-    check_readable_file(path, "image file")
+    check_input_file(path, "image file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

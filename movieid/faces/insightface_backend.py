@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MovieIdError
-from .base import Box, Face, FaceBackend, normalise
+from ..files import sha256_file
+from ..records import Box
+from .base import Detection, FaceBackend, unit_rows
 
 DEFAULT_PACK = "buffalo_l"
 
@@ -277,18 +279,14 @@ class InsightFaceBackend(FaceBackend):
         # ctx_id 0 keeps the providers above (a negative one would force the CPU).
         self._detector.prepare(0, input_size=tuple(det_size), det_thresh=det_thresh)
         self._recogniser.prepare(0)
-        digest = hashlib.sha256()
-        for path in models:
-            with open(path, "rb") as stream:
-                while chunk := stream.read(1 << 20):
-                    digest.update(chunk)
+        digest = hashlib.sha256("".join(sha256_file(path) for path in models).encode())
         self._model_id = f"insightface-{pack.name}-{digest.hexdigest()[:12]}"
 
     @property
     def model_id(self) -> str:
         return self._model_id
 
-    def detect(self, image: np.ndarray) -> list[Face]:
+    def detect(self, image: np.ndarray) -> list[Detection]:
         bgr = np.ascontiguousarray(image[:, :, ::-1], dtype=np.uint8)   # insightface wants BGR
         boxes, landmarks = self._detector.detect(bgr, max_num=0)
         h, w = image.shape[:2]
@@ -298,15 +296,15 @@ class InsightFaceBackend(FaceBackend):
             if box.area <= 0:
                 continue
             points = None if landmarks is None else np.asarray(landmarks[i], dtype=np.float32)
-            faces.append(Face(box=box, score=float(score), landmarks=points))
+            faces.append(Detection(box=box, score=float(score), landmarks=points))
         return faces
 
-    def embed(self, image: np.ndarray, faces: list[Face]) -> list[Face]:
+    def embed(self, image: np.ndarray, faces: list[Detection]) -> np.ndarray:
         """Aligns each face on its five landmarks as ``ArcFaceONNX.get`` does, in batches."""
         from insightface.utils import face_align
 
         if not faces:
-            return []
+            return np.zeros((0, 512), np.float32)
         if any(face.landmarks is None for face in faces):
             raise ValueError("insightface aligns faces on the detector's five landmarks; "
                              "embed faces from this backend's detect()")
@@ -318,6 +316,4 @@ class InsightFaceBackend(FaceBackend):
         batch = batch if isinstance(batch, int) and batch > 0 else len(crops)
         vectors = np.concatenate([self._recogniser.get_feat(crops[i:i + batch])
                                   for i in range(0, len(crops), batch)])
-        for face, vector in zip(faces, vectors):
-            face.embedding = normalise(vector)
-        return faces
+        return unit_rows(vectors)

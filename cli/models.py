@@ -20,11 +20,12 @@ def models():
               help="Folder of packs (default: insightface's, ~/.insightface/models).")
 @click.option("--timeout", type=FiniteFloat(1), default=10.0, show_default=True,
               help="Network timeout in seconds.")
+@click.option("--sha256", default=None, metavar="HEX", help="The zip's expected SHA-256 (refused otherwise).")
 @common
-def models_download(what, name, root, timeout, verbose, quiet):
+def models_download(what, name, root, timeout, sha256, verbose, quiet):
     """Download a face model pack (needs internet)."""
     setup_logging(verbose, quiet)
     from movieid.faces.insightface_backend import download_pack
 
-    path = download_pack(name=name, root=root, timeout=timeout, progress=not quiet)
+    path = download_pack(name=name, root=root, timeout=timeout, progress=not quiet, sha256=sha256)
     click.echo(f"{what} pack {name} ready in {path}")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from movieid.config import (ENGINES, FACE_BACKENDS, FORMATS, CastConfig, Config, ConfigError, EngineConfig,
-                            FaceConfig, OutputConfig, ShotConfig, WindowConfig)
+from movieid.config import (DETECTOR_THRESHOLDS, ENGINES, FACE_BACKENDS, FORMATS, CastConfig, Config, ConfigError,
+                            EngineConfig, FaceConfig, OutputConfig, ShotConfig, WindowConfig)
 
 from .common import FiniteFloat
 
@@ -25,69 +25,64 @@ FLAGS = {
 }
 
 
-def shot_options(func):
-    options = [
-        click.option("--detector", type=click.Choice(["adaptive", "content"]), default="adaptive",
-                     show_default=True, help="PySceneDetect detector."),
-        click.option("--threshold", type=FiniteFloat(0), default=None,
-                     help="Cut threshold (default: adaptive 3.0, content 27.0)."),
-        click.option("--min-shot-len", type=FiniteFloat(0), default=0.1, show_default=True,
-                     help="Shortest shot in seconds (flash cuts above this are kept)."),
-        click.option("--max-shot-len", type=FiniteFloat(0), default=10.0, show_default=True,
-                     help="Split longer shots into parts of at most this many seconds (0: never)."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+def _stack(*options):
+    """One decorator applying ``options`` in order (as if written one above the other)."""
+    def decorate(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+    return decorate
 
 
-def face_options(func):
-    options = [
-        click.option("--face-backend", type=click.Choice(FACE_BACKENDS), default="auto", show_default=True,
-                     help="auto: insightface when its models are present, else dlib."),
-        click.option("--face-models", type=click.Path(path_type=Path), default=None,
-                     help="insightface model pack folder (default: ~/.insightface/models/buffalo_l)."),
-        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     help="Where cast embeddings are cached (default: $MOVIEID_CACHE_DIR or ~/.cache/movieid)."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+shot_options = _stack(
+    click.option("--detector", type=click.Choice(tuple(DETECTOR_THRESHOLDS)), default="adaptive",
+                 show_default=True, help="PySceneDetect detector."),
+    click.option("--threshold", type=FiniteFloat(0), default=None,
+                 help="Cut threshold (default: adaptive 3.0, content 27.0)."),
+    click.option("--min-shot-len", type=FiniteFloat(0), default=0.1, show_default=True,
+                 help="Shortest shot in seconds (flash cuts above this are kept)."),
+    click.option("--max-shot-len", type=FiniteFloat(0), default=10.0, show_default=True,
+                 help="Split longer shots into parts of at most this many seconds (0: never)."),
+)
 
+face_options = _stack(
+    click.option("--face-backend", type=click.Choice(FACE_BACKENDS), default="auto", show_default=True,
+                 help="auto: insightface when its models are present, else dlib."),
+    click.option("--face-models", type=click.Path(path_type=Path), default=None,
+                 help="insightface model pack folder (default: ~/.insightface/models/buffalo_l)."),
+    click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                 help="Where cast embeddings are cached (default: $MOVIEID_CACHE_DIR or ~/.cache/movieid)."),
+)
 
-def pipeline_options(func):
-    """The options annotate and batch share: engine, shots, windows, faces, cast, outputs."""
-    options = [
-        click.option("--engine", type=click.Choice(ENGINES), default="faces", show_default=True,
-                     help="faces: offline captions from face recognition; ida-vlm: the ID-aware VLM."),
-        click.option("--model", default=None, help="ida-vlm: checkpoint folder or hub id (jiyatai/IDA-VLM)."),
-        click.option("--variant", type=click.Choice(["base", "idf"]), default=None,
-                     help="ida-vlm: checkpoint variant (default: base)."),
-        click.option("--device", default=None, help="ida-vlm: torch device (default: cuda if available)."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
-                     help="ida-vlm: shots per generation batch."),
-        click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True,
-                     help="ida-vlm: longest caption in tokens."),
-        shot_options,
-        click.option("--frames-per-shot", type=click.IntRange(min=1), default=3, show_default=True,
-                     help="Keyframes (test frames) per shot."),
-        click.option("--max-images", type=click.IntRange(min=2), default=8, show_default=True,
-                     help="Images per window, cast ID images included (IDA-VLM was trained with 8)."),
-        face_options,
-        click.option("--face-size", type=click.IntRange(min=64), default=1280, show_default=True,
-                     help="Longest side of frames for face analysis, in pixels."),
-        click.option("--min-face", type=click.IntRange(min=1), default=40, show_default=True,
-                     help="Smallest face analysed (pixels, at --face-size)."),
-        click.option("--cast-strict/--no-cast-strict", default=True, show_default=True,
-                     help="Fail on a cast photo without exactly one face, or skip it with a warning."),
-        click.option("--format", "formats", type=click.Choice(FORMATS), multiple=True,
-                     help="Output formats (repeatable; default: all three)."),
-        click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="Face-analysis processes (0: one per CPU core); batch: films analysed at once."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+# The options annotate and batch share: engine, shots, windows, faces, cast, outputs.
+pipeline_options = _stack(
+    click.option("--engine", type=click.Choice(ENGINES), default="faces", show_default=True,
+                 help="faces: offline captions from face recognition; ida-vlm: the ID-aware VLM."),
+    click.option("--model", default=None, help="ida-vlm: checkpoint folder or hub id (jiyatai/IDA-VLM)."),
+    click.option("--variant", type=click.Choice(["base", "idf"]), default=None,
+                 help="ida-vlm: checkpoint variant (default: base)."),
+    click.option("--device", default=None, help="ida-vlm: torch device (default: cuda if available)."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+                 help="ida-vlm: shots per generation batch."),
+    click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True,
+                 help="ida-vlm: longest caption in tokens."),
+    shot_options,
+    click.option("--frames-per-shot", type=click.IntRange(min=1), default=3, show_default=True,
+                 help="Keyframes (test frames) per shot."),
+    click.option("--max-images", type=click.IntRange(min=2), default=8, show_default=True,
+                 help="Images per window, cast ID images included (IDA-VLM was trained with 8)."),
+    face_options,
+    click.option("--face-size", type=click.IntRange(min=64), default=1280, show_default=True,
+                 help="Longest side of frames for face analysis, in pixels."),
+    click.option("--min-face", type=click.IntRange(min=1), default=40, show_default=True,
+                 help="Smallest face analysed (pixels, at --face-size)."),
+    click.option("--cast-strict/--no-cast-strict", default=True, show_default=True,
+                 help="Fail on a cast photo without exactly one face, or skip it with a warning."),
+    click.option("--format", "formats", type=click.Choice(FORMATS), multiple=True,
+                 help="Output formats (repeatable; default: all three)."),
+    click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+                 help="Face-analysis processes (0: one per CPU core); batch: films analysed at once."),
+)
 
 
 def shot_config(detector, threshold, min_shot_len, max_shot_len) -> ShotConfig:
@@ -99,9 +94,9 @@ def build_config(engine, model, variant, device, batch_size, max_new_tokens, det
                  max_shot_len, frames_per_shot, max_images, face_backend, face_models, cache_dir, face_size,
                  min_face, cast_strict, formats, workers, overwrite=False) -> Config:
     """The flags of annotate or batch as a validated ``Config``."""
+    shots = shot_config(detector, threshold, min_shot_len, max_shot_len)
     return _built(lambda: Config(
-        shots=ShotConfig(detector=detector, threshold=threshold, min_shot_len=min_shot_len,
-                         max_shot_len=max_shot_len),
+        shots=shots,
         faces=FaceConfig(backend=face_backend, models=None if face_models is None else str(face_models),
                          size=face_size, min_face=min_face),
         cast=CastConfig(strict=cast_strict),

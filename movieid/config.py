@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .errors import MovieIdError
+from .errors import MovieIdError, missing_dependency
 
 DETECTOR_THRESHOLDS = {"adaptive": 3.0, "content": 27.0}
 FACE_BACKENDS = ("auto", "dlib", "insightface")
@@ -124,6 +124,16 @@ class OutputConfig:
             _choice(fmt, FORMATS, "outputs.formats")
 
 
+def _ida_vlm_max_images() -> int:
+    """How many images an IDA-VLM window may hold, as the model was trained (the model package
+    needs PyTorch, which only the model engines do)."""
+    try:
+        from .models.ida_vlm import MAX_IMAGES
+    except ImportError as exc:
+        raise missing_dependency(exc, "the ida-vlm engine", "vlm") from None
+    return MAX_IMAGES
+
+
 @dataclass(frozen=True)
 class Config:
     shots: ShotConfig = field(default_factory=ShotConfig)
@@ -138,9 +148,7 @@ class Config:
     def __post_init__(self) -> None:
         _check(self.workers >= 0, "workers", "cannot be negative")
         if self.engine.name == "ida-vlm":
-            from .engines import ida_vlm_max_images
-
-            limit = ida_vlm_max_images()
+            limit = _ida_vlm_max_images()
             _check(self.windows.max_images <= limit, "windows.max_images",
                    f"can be at most {limit} with the ida-vlm engine (as the model was trained)")
 

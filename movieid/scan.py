@@ -37,10 +37,11 @@ def keyframe_step(film: Film) -> int:
 
 
 def scan_film(film: Film, config: ShotConfig, frames_per_shot: int, face_size: tuple[int, int] | None = None,
-              on_frame: Callable[[int], None] | None = None) -> Iterator[ScannedShot]:
-    """The film's shots in order, each as soon as it closes (``face_size`` None: keep no frames)."""
+              on_frame: Callable[[int], None] | None = None, stats: FrameStats | None = None) -> Iterator[ScannedShot]:
+    """The film's shots in order, each as soon as it closes (``face_size`` None: keep no frames;
+    ``stats``, if given, is filled in as the pass goes)."""
     step = keyframe_step(film)
-    stats = FrameStats(film.frame_count)
+    stats = FrameStats(film.frame_count) if stats is None else stats
     detector = ShotDetector(film, config)
     held: dict[int, YuvFrame] = {}
 

@@ -349,20 +349,19 @@ class FrameReader:
             frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
         return frame
 
-    def stream(self, pix_fmt: str = "rgb24", fast: bool = False) -> Iterator[tuple[int, np.ndarray]]:
-        """Every frame in order, one at a time (``bgr24`` for OpenCV; ``fast`` skips the
-        decoder's loop filter: fine for analysis pictures, not for looking at)."""
-        for frame in scan(self.film, self.size, pix_fmt, fast):
+    def stream(self, pix_fmt: str = "rgb24") -> Iterator[tuple[int, np.ndarray]]:
+        """Every frame in order, one at a time (``bgr24`` for OpenCV)."""
+        for frame in scan(self.film, self.size, pix_fmt):
             yield frame.index, frame.small
 
 
-def scan(film: Film, size: tuple[int, int], pix_fmt: str = "bgr24", fast: bool = False,
+def scan(film: Film, size: tuple[int, int], pix_fmt: str = "bgr24",
          large_size: tuple[int, int] | None = None, large_every: int = 0) -> Iterator[ScanFrame]:
     """One decoding pass: every frame small, and every ``large_every``-th frame also large.
 
     Memory stays at a few frames: ffmpeg waits while the caller works on a frame.
     """
-    source = _FfmpegSource(film, size, pix_fmt, fast, large_size, large_every)
+    source = _FfmpegSource(film, size, pix_fmt, large_size, large_every)
     try:
         yield from source.frames()
     finally:
@@ -419,9 +418,9 @@ class _FfmpegSource:
     pipe that a thread drains (so neither pipe can stall ffmpeg).
     """
 
-    def __init__(self, film: Film, size: tuple[int, int], pix_fmt: str = "rgb24", fast: bool = False,
+    def __init__(self, film: Film, size: tuple[int, int], pix_fmt: str = "rgb24",
                  large_size: tuple[int, int] | None = None, large_every: int = 0):
-        self.film, self.size, self.pix_fmt, self.fast = film, size, pix_fmt, fast
+        self.film, self.size, self.pix_fmt = film, size, pix_fmt
         self.large_size, self.large_every = (large_size, large_every) if large_size and large_every else (None, 0)
         self.proc = None
         self.next_index = 0
@@ -431,8 +430,7 @@ class _FfmpegSource:
         import ffmpeg
 
         self.close()
-        decoder = {"skip_loop_filter": "all", "flags2": "+fast"} if self.fast else {}
-        video = ffmpeg.input(str(self.film.path), **decoder).video
+        video = ffmpeg.input(str(self.film.path)).video
         out_args = {"format": "rawvideo", "fps_mode": "passthrough"}
         pass_fds: tuple[int, ...] = ()
         if self.large_size is None:

@@ -1,4 +1,5 @@
-"""Shared fixtures: real face photos, and small real films built once per test session."""
+"""Shared fixtures: small real films built once per test session, from photos inside installed
+packages (they run anywhere) or from the real face photos of ../shared/fixtures (identity tests)."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from movieid.filmmaker import FilmSpec, ShotSpec, make_film
+from sample_videos.build_sample import CARD_PLAYERS, build_cast, crop, package_photo
 
 REPO = Path(__file__).resolve().parent.parent
 FACES = (REPO / ".." / "shared" / "fixtures" / "faces").resolve()
@@ -82,6 +84,58 @@ def multishot(films, faces_dir) -> tuple[Path, FilmSpec, list[list[str]]]:
         expected += [names] * parts
     spec = FilmSpec(shots, width=640, height=360, fps=25)
     return make_film(spec, films / "multishot.mp4"), spec, expected
+
+
+# The card-game film: photos inside installed packages (insightface's t1.jpg, six card players,
+# and scikit-image's astronaut and coffee), so it builds anywhere. Monica is not in the cast.
+CARDGAME = [
+    # (photo, frames, motion, crop in t1 pixels or None, mirror, tint, expected cast names left to right)
+    ("t1", 40, "static", (0, 250, 270, 152), False, 0.0, ["Rachel"]),
+    ("t1", 50, "pan_right", (400, 250, 500, 281), False, 0.0, ["Ross", "Chandler"]),
+    ("astronaut", 40, "zoom_out", None, False, 0.0, ["Eileen Collins"]),
+    ("coffee", 3, "static", None, False, 0.0, []),                            # a flash cut
+    ("t1", 40, "static", (220, 167, 200, 112), False, 0.0, []),               # Monica, not in the cast
+    ("t1", 40, "static", (820, 74, 240, 135), False, -0.4, ["Joey"]),
+    ("t1", 120, "zoom_in", (1000, 258, 280, 157), True, 0.5, ["Phoebe"]),     # 4.8 s: two parts
+]
+CARDGAME_MAX_SHOT_LEN = 3.0
+
+
+@pytest.fixture(scope="session")
+def package_photos() -> dict[str, Path]:
+    return {"t1": package_photo("insightface", "data", "images", "t1.jpg"),
+            "astronaut": package_photo("skimage", "data", "astronaut.png"),
+            "coffee": package_photo("skimage", "data", "coffee.png")}
+
+
+@pytest.fixture(scope="session")
+def package_cast(package_photos, tmp_path_factory) -> Path:
+    """Five of the six card players (not Monica) and the astronaut, cropped from the photos."""
+    cast = tmp_path_factory.mktemp("package_cast") / "cast"
+    build_cast(package_photos["t1"], package_photos["astronaut"], cast)
+    return cast
+
+
+@pytest.fixture(scope="session")
+def cardgame(films, package_photos) -> tuple[Path, FilmSpec, list[list[str]]]:
+    """(film path, its spec, expected cast names per detected shot part)."""
+    shots, expected = [], []
+    for photo, frames, motion, box, mirror, tint, names in CARDGAME:
+        frame = crop(*box) if box else ((0.0, 0.0, 1.0, 0.5625) if photo == "astronaut" else None)
+        shots.append(ShotSpec(package_photos[photo], frames, motion, tuple(names), mirror=mirror, tint=tint,
+                              crop=frame))
+        expected += [names] * max(1, -(-frames // int(CARDGAME_MAX_SHOT_LEN * 25)))
+    spec = FilmSpec(shots, width=640, height=360, fps=25)
+    return make_film(spec, films / "cardgame.mp4"), spec, expected
+
+
+def pair_photo(package_photos, path):
+    """Ross and Chandler side by side: a photo with two faces."""
+    from PIL import Image
+
+    with Image.open(package_photos["t1"]) as t1:
+        t1.convert("RGB").crop((400, 250, 900, 531)).save(path)
+    return path
 
 
 def lavfi_film(path: Path, *args: str, duration: float = 2.0, size: str = "320x240", rate: int = 25,

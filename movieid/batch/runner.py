@@ -28,7 +28,7 @@ from .. import __version__
 from ..annotation import document
 from ..cast import folder_digest
 from ..config import Config
-from ..errors import MovieIdError
+from ..errors import MovieIdError, missing_dependency
 from ..face_stage import FaceAnalyzer
 from ..faces import load_backend
 from ..files import fingerprint
@@ -174,8 +174,8 @@ class _RaySession:
     def __init__(self, address: str):
         try:
             import ray
-        except ImportError:
-            raise MovieIdError("--ray needs Ray: pip install -e '.[ray]'") from None
+        except ImportError as exc:
+            raise missing_dependency(exc, "running on Ray", "ray") from None
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:

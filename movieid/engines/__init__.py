@@ -2,26 +2,10 @@
 from __future__ import annotations
 
 from ..config import EngineConfig
-from ..errors import MovieIdError
+from ..errors import missing_dependency
 from .base import CaptionRequest, Engine
 
-__all__ = ["CaptionRequest", "Engine", "ida_vlm_max_images", "load_engine"]
-
-
-def _need_torch() -> None:
-    try:
-        import torch  # noqa: F401
-    except ImportError as exc:
-        raise MovieIdError(f"the ida-vlm engine needs PyTorch ({exc.name} is missing): "
-                           "pip install -e '.[vlm]'") from None
-
-
-def ida_vlm_max_images() -> int:
-    """How many images an IDA-VLM window may hold (as the model was trained)."""
-    _need_torch()
-    from ..models.ida_vlm import MAX_IMAGES
-
-    return MAX_IMAGES
+__all__ = ["CaptionRequest", "Engine", "load_engine"]
 
 
 def load_engine(config: EngineConfig) -> Engine:
@@ -29,7 +13,8 @@ def load_engine(config: EngineConfig) -> Engine:
         from .faces import FacesEngine
 
         return FacesEngine()
-    _need_torch()
-    from .ida_vlm import IdaVlmEngine
-
+    try:
+        from .ida_vlm import IdaVlmEngine
+    except ImportError as exc:
+        raise missing_dependency(exc, "the ida-vlm engine", "vlm") from None
     return IdaVlmEngine(config)

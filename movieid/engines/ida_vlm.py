@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from ..config import EngineConfig
+from ..models.ida_vlm import IdaVlm, build_id_query
 from ..records import Caption, Cast
 from .base import CaptionRequest, Engine
 from .faces import describe
@@ -29,8 +30,6 @@ class IdaVlmEngine(Engine):
     needs_pixels = True
 
     def __init__(self, config: EngineConfig):
-        from ..models.ida_vlm import IdaVlm
-
         self.config = config
         self.model = IdaVlm.from_pretrained(config.model, variant=config.variant or "base", device=config.device)
         self.batch_size = config.batch_size
@@ -48,8 +47,6 @@ class IdaVlmEngine(Engine):
         self._ids = {m.name: e for m, e in zip(members, encoded)}
 
     def _request(self, request: CaptionRequest):
-        from ..models.ida_vlm import build_id_query
-
         names = [image.name for image in request.window.ids]
         frames = request.frames()
         if names:

@@ -31,6 +31,7 @@ class EmbeddedFace:
     box: Box
     score: float
     embedding: np.ndarray = field(repr=False)
+    landmarks: np.ndarray | None = field(default=None, repr=False)
 
 
 class FaceBackend(ABC):
@@ -57,7 +58,7 @@ class FaceBackend(ABC):
         faces = [f for f in self.detect(image) if f.box.size >= min_size]
         if not faces:
             return []
-        return [EmbeddedFace(f.box, f.score, e) for f, e in zip(faces, self.embed(image, faces))]
+        return [EmbeddedFace(f.box, f.score, e, f.landmarks) for f, e in zip(faces, self.embed(image, faces))]
 
 
 def unit_rows(vectors) -> np.ndarray:

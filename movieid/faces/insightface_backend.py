@@ -188,8 +188,31 @@ def _save(response, archive: Path, progress: bool) -> None:
         raise OSError(f"got {archive.stat().st_size} of {total} bytes")
 
 
+CHECKSUMS = "SHA256SUMS"   # written beside a downloaded pack's files, checked when the pack loads
+
+
+def write_checksums(pack: Path) -> None:
+    """``SHA256SUMS`` (``sha256sum``'s format) for every file of a pack."""
+    lines = [f"{sha256_file(p)}  {p.name}\n" for p in sorted(pack.iterdir()) if p.is_file() and p.name != CHECKSUMS]
+    (pack / CHECKSUMS).write_text("".join(lines))
+
+
+def check_checksums(pack: Path, files: list[Path]) -> dict[Path, str]:
+    """The sha256 of each of ``files``; where the pack has ``SHA256SUMS`` they must match it."""
+    digests = {path: sha256_file(path) for path in files}
+    listed = pack / CHECKSUMS
+    if listed.is_file():
+        expected = dict(reversed(line.split(None, 1)) for line in listed.read_text().splitlines() if line.strip())
+        for path, digest in digests.items():
+            want = expected.get(path.name.strip())
+            if want is not None and want != digest:
+                raise MovieIdError(f"changed since it was downloaded: its sha256 is {digest}, {CHECKSUMS} "
+                                   f"says {want} (download the pack again)", path)
+    return digests
+
+
 def download_pack(name: str = DEFAULT_PACK, root: str | Path | None = None,
-                  timeout: float = 10.0, progress: bool = True) -> Path:
+                  timeout: float = 10.0, progress: bool = True, sha256: str | None = None) -> Path:
     """Download pack ``name`` into ``root/<name>`` (default root: ``~/.insightface/models``).
 
     Returns the existing folder if a pack is already there. Nothing is written before the
@@ -197,6 +220,8 @@ def download_pack(name: str = DEFAULT_PACK, root: str | Path | None = None,
     extracted there, and the pack is renamed into place only once it holds a detection and
     a recognition model, so a failed download leaves nothing behind. Without network it
     raises ``MovieIdError`` within about ``timeout`` seconds (also the limit for each read).
+    With ``sha256`` the zip must have that hash. The pack gets a ``SHA256SUMS`` of its files,
+    which every later load checks.
     """
     if not _installed():
         raise MovieIdError(missing_pack_message(root))
@@ -223,6 +248,9 @@ def download_pack(name: str = DEFAULT_PACK, root: str | Path | None = None,
                 _save(response, archive, progress)
         except (OSError, http.client.HTTPException) as error:
             raise MovieIdError(f"download of {url} failed: {_reason(error)}; {manual}") from None
+        if sha256 is not None and sha256_file(archive) != sha256.lower():
+            raise MovieIdError(f"{url} sent a zip whose sha256 is {sha256_file(archive)}, not {sha256.lower()}; "
+                               f"{manual}")
         try:
             with zipfile.ZipFile(archive) as zipped:
                 zipped.extractall(work / "unpacked")
@@ -231,6 +259,7 @@ def download_pack(name: str = DEFAULT_PACK, root: str | Path | None = None,
         pack = find_pack(work / "unpacked")   # some zips hold the models in a subfolder
         if pack is None:
             raise MovieIdError(f"{url} holds no detection and recognition ONNX models; {manual}")
+        write_checksums(pack)
         os.rename(pack, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -279,7 +308,7 @@ class InsightFaceBackend(FaceBackend):
         # ctx_id 0 keeps the providers above (a negative one would force the CPU).
         self._detector.prepare(0, input_size=tuple(det_size), det_thresh=det_thresh)
         self._recogniser.prepare(0)
-        digest = hashlib.sha256("".join(sha256_file(path) for path in models).encode())
+        digest = hashlib.sha256("".join(check_checksums(pack, list(models)).values()).encode())
         self._model_id = f"insightface-{pack.name}-{digest.hexdigest()[:12]}"
 
     @property

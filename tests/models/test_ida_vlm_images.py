@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from movieid.models.ida_vlm.images import CLIP_MEAN, CLIP_STD, image_size, preprocess, resize_bicubic
-from movieid.errors import MovieIdError
+from movieid.models.ida_vlm import IdaVlmError
 
 CPU = torch.device("cpu")
 
@@ -51,11 +51,11 @@ def test_batched_and_every_input_type_agree(tmp_path, frames):
 
 
 def test_bad_inputs_are_clear_errors(tmp_path):
-    with pytest.raises(MovieIdError, match="cannot read image"):
+    with pytest.raises(IdaVlmError, match="cannot read image"):
         preprocess([tmp_path / "missing.jpg"], 56, CPU)
-    with pytest.raises(MovieIdError, match=r"\[H, W, 3\] uint8"):
+    with pytest.raises(IdaVlmError, match=r"\[H, W, 3\] uint8"):
         preprocess([np.zeros((10, 10), dtype=np.uint8)], 56, CPU)
-    with pytest.raises(MovieIdError, match=r"\[H, W, 3\] uint8"):
+    with pytest.raises(IdaVlmError, match=r"\[H, W, 3\] uint8"):
         preprocess([np.zeros((10, 10, 3), dtype=np.float32)], 56, CPU)
-    with pytest.raises(MovieIdError, match="unsupported image type"):
+    with pytest.raises(IdaVlmError, match="unsupported image type"):
         preprocess([b"bytes"], 56, CPU)

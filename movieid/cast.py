@@ -25,13 +25,15 @@ import numpy as np
 
 from .errors import MovieIdError
 from .faces.base import FaceBackend
-from .files import check_input_file, default_cache_dir, sha256_file, write_file
-from .images import IMAGE_SUFFIXES, load_rgb
+from .files import default_cache_dir, sha256_file, write_file
+from .models.errors import InputError
+from .models.images import check_image_file, load_rgb
 from .records import Box, Cast, CastMember, ReferencePhoto
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAMES = ("cast.yaml", "cast.yml", "cast.json")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 # A face counts as "usable" when it is at least this big, absolutely and relative to the
 # largest face in the photo: a tiny face in the background does not make a photo ambiguous.
 MIN_REFERENCE_FACE_PX = 20
@@ -224,7 +226,7 @@ class EmbeddingCache:
 
 def photo_faces(path: Path, backend: FaceBackend, cache: EmbeddingCache) -> tuple[str, list[PhotoFace]]:
     """All faces in a photo, embedded, biggest first (from the cache when possible)."""
-    check_input_file(path, "image file")   # a named pipe or an unreadable file: one line, nothing read
+    check_image_file(path)   # a named pipe or an unreadable file: one line, nothing read
     sha = sha256_file(path)
     faces = cache.get(sha)
     if faces is None:
@@ -272,7 +274,7 @@ def check_photos(entries: Iterable[CastEntry], backend: FaceBackend, cache_dir: 
                 problem = photo_problem(faces)
                 checks.append(PhotoCheck(entry.name, path, sha, len(usable), usable[0] if problem is None else None,
                                          problem))
-            except MovieIdError as exc:
+            except InputError as exc:    # the photo cannot be read: its own line
                 checks.append(PhotoCheck(entry.name, path, None, 0, None, exc.problem))
             finally:
                 if on_photo is not None:

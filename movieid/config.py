@@ -99,14 +99,14 @@ class EngineConfig:
     model: str | None = None           # model engines: checkpoint folder or hub id
     variant: str | None = None         # ida-vlm: base or idf
     device: str | None = None          # torch device (default: cuda if available)
-    batch_size: int = 8                # windows per generation batch
+    batch_size: int | None = None      # windows per generation batch (None: sized to free GPU memory)
     max_new_tokens: int = 64           # longest caption in tokens
 
     def __post_init__(self) -> None:
         _choice(self.name, ENGINES, "engine.name")
         _check(self.name == "faces" or bool(self.model), "engine.model",
                f"is needed by the {self.name} engine (a checkpoint folder or hub id)")
-        _check(self.batch_size >= 1, "engine.batch_size", "must be at least 1")
+        _check(self.batch_size is None or self.batch_size >= 1, "engine.batch_size", "must be at least 1")
         _check(self.max_new_tokens >= 1, "engine.max_new_tokens", "must be at least 1")
 
     def to_json(self) -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from movieid.filmmaker import FilmSpec, ShotSpec, make_film
-from sample_videos.build_sample import CARD_PLAYERS, build_cast, crop, package_photo
+from sample_videos.build_sample import build_cast, crop, package_photo
 
 REPO = Path(__file__).resolve().parent.parent
 FACES = (REPO / ".." / "shared" / "fixtures" / "faces").resolve()
@@ -77,9 +77,9 @@ def multishot(films, faces_dir) -> tuple[Path, FilmSpec, list[list[str]]]:
 
     cat = _still(films / "chelsea.png", skimage.data.chelsea())
     shots, expected = [], []
-    for photo, frames, motion, crop, mirror, tint, names in MULTISHOT:
+    for photo, frames, motion, box, mirror, tint, names in MULTISHOT:
         image = cat if photo == "@chelsea" else faces_dir / "probes" / photo
-        shots.append(ShotSpec(image, frames, motion, tuple(names), mirror=mirror, tint=tint, crop=crop))
+        shots.append(ShotSpec(image, frames, motion, tuple(names), mirror=mirror, tint=tint, crop=box))
         parts = max(1, -(-frames // int(MULTISHOT_MAX_SHOT_LEN * 25)))
         expected += [names] * parts
     spec = FilmSpec(shots, width=640, height=360, fps=25)

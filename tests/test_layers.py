@@ -12,7 +12,7 @@ LAYERS = [
     ["movieid.models"],                                              # model code: usable on its own
     ["movieid", "movieid.errors", "movieid.records"],                # the version; records that flow between stages
     ["movieid.config", "movieid.files", "movieid.progress"],
-    ["movieid.video", "movieid.images", "movieid.faces", "movieid.workers"],
+    ["movieid.video", "movieid.faces", "movieid.workers"],
     ["movieid.shots", "movieid.keyframes", "movieid.cast"],
     ["movieid.scan", "movieid.tracks"],                              # the decoding pass; faces into tracks
     ["movieid.face_stage", "movieid.identity"],                      # faces of shots; who is who

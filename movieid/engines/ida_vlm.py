@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 from ..config import EngineConfig
-from ..models.ida_vlm import IdaVlm, build_id_query
+from ..models.ida_vlm import IdaVlm, Request, RoleImage, build_id_query
 from ..records import Caption, Cast
 from .base import CaptionRequest, Engine
 from .faces import describe
@@ -21,8 +21,10 @@ from .text import clean_caption, mentioned_names
 
 log = logging.getLogger(__name__)
 
+AUTO_CHUNK = 64   # windows per generate() call when the model sizes its own batches
 INSTRUCTION = "Describe in one or two sentences who is doing what, calling each person by name."
-GENERAL_INSTRUCTION = "Describe in one or two sentences who is doing what."
+GENERAL_AUTO_CHUNK = 64   # windows per generate() call when the model sizes its own batches
+INSTRUCTION = "Describe in one or two sentences who is doing what."
 
 
 class IdaVlmEngine(Engine):
@@ -32,7 +34,9 @@ class IdaVlmEngine(Engine):
     def __init__(self, config: EngineConfig):
         self.config = config
         self.model = IdaVlm.from_pretrained(config.model, variant=config.variant or "base", device=config.device)
-        self.batch_size = config.batch_size
+        # Windows handed to the model at once; without --batch-size it sizes its own batches to
+        # the free GPU memory.
+        self.batch_size = config.batch_size or AUTO_CHUNK
         self._cast: Cast | None = None
         self._ids: dict[str, object] = {}
 
@@ -42,7 +46,7 @@ class IdaVlmEngine(Engine):
             self._cast = cast
             return
         members = cast.members
-        encoded = self.model.precompute([m.id_image for m in members], ["id"] * len(members))
+        encoded = self.model.precompute([RoleImage(m.id_image, "id") for m in members])
         self._cast = cast
         self._ids = {m.name: e for m, e in zip(members, encoded)}
 
@@ -50,12 +54,14 @@ class IdaVlmEngine(Engine):
         names = [image.name for image in request.window.ids]
         frames = request.frames()
         if names:
-            query = build_id_query(names, len(frames), INSTRUCTION)
-            return query, [self._ids[n] for n in names] + frames, ["id"] * len(names) + ["test"] * len(frames)
-        return build_id_query([], len(frames), GENERAL_INSTRUCTION), frames, ["general"] * len(frames)
+            return Request(build_id_query(names, len(frames), INSTRUCTION),
+                           (*(self._ids[n] for n in names), *(RoleImage(f, "test") for f in frames)))
+        return Request(build_id_query([], len(frames), GENERAL_INSTRUCTION),
+                       tuple(RoleImage(f, "general") for f in frames))
 
     def caption(self, requests: list[CaptionRequest]) -> list[Caption]:
-        answers = self.model.generate([self._request(r) for r in requests], max_new_tokens=self.config.max_new_tokens)
+        answers = self.model.generate([self._request(r) for r in requests], max_new_tokens=self.config.max_new_tokens,
+                                      batch_size=self.config.batch_size)
         captions = []
         for request, answer in zip(requests, answers):
             text = clean_caption(answer.text)
@@ -70,4 +76,4 @@ class IdaVlmEngine(Engine):
         return {"name": self.name, "model": str(self.config.model), "variant": self.model.variant,
                 "dtype": str(self.model.dtype).replace("torch.", ""), "device": str(self.model.device),
                 "decoding": "greedy", "max_new_tokens": self.config.max_new_tokens,
-                "batch_size": self.batch_size, "instruction": INSTRUCTION}
+                "batch_size": self.config.batch_size or "auto", "instruction": INSTRUCTION}

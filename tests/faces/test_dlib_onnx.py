@@ -13,7 +13,7 @@ models = pytest.importorskip("face_recognition_models")
 pytest.importorskip("onnxruntime")
 
 from movieid.faces import dlib_backend, dlib_onnx  # noqa: E402
-from movieid.images import load_rgb  # noqa: E402
+from movieid.models.images import load_rgb  # noqa: E402
 
 NETWORK = Path(models.face_recognition_model_location())
 # Several faces per photo, so the batch holds faces of different photos and sizes.

@@ -10,7 +10,7 @@ import pytest
 from movieid.cast import load_cast
 from movieid.faces.dlib_backend import DlibBackend
 from movieid.identity import identify
-from movieid.images import load_rgb
+from movieid.models.images import load_rgb
 from movieid.records import Face, Keyframe, Shot, ShotFaces
 from movieid.tracks import link
 

@@ -71,21 +71,24 @@ class IdaVlmEngine(Engine):
         if cast.key == self._cast_key:
             self._cast = cast
             return
+        from movieid.models.ida_vlm import RoleImage
+
         members = cast.members
-        encoded = self.model.precompute([m.id_image for m in members], ["id"] * len(members))
+        encoded = self.model.precompute([RoleImage(m.id_image, "id") for m in members])
         self._cast, self._cast_key = cast, cast.key
         self._ids = {m.name: e for m, e in zip(members, encoded)}
 
     def _request(self, request: CaptionRequest):
-        from movieid.models.ida_vlm import build_id_query
+        from movieid.models.ida_vlm import Request, RoleImage, build_id_query
 
         names = [image.name for image in request.window.ids]
         frames = request.frames
         if names:
             query = build_id_query(names, len(frames), INSTRUCTION)
-            return query, [self._ids[n] for n in names] + frames, ["id"] * len(names) + ["test"] * len(frames)
+            return Request(query, [*(self._ids[n] for n in names), *(RoleImage(f, "test") for f in frames)])
         images = "\n".join(["<img></img>"] * len(frames))
-        return f"Watching the following images {images}\n {GENERAL_INSTRUCTION}", frames, ["general"] * len(frames)
+        return Request(f"Watching the following images {images}\n {GENERAL_INSTRUCTION}",
+                       [RoleImage(f, "general") for f in frames])
 
     def caption(self, requests: list[CaptionRequest]) -> list[Caption]:
         answers = self.model.generate([self._request(r) for r in requests], max_new_tokens=self.max_new_tokens)

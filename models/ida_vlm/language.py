@@ -21,7 +21,7 @@ from .config import IdaVlmConfig
 
 
 # Scaled-dot-product attention backends, most preferred first (bench/ida_vlm.py measures them).
-SDPA_PRIORITY = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+SDPA_PRIORITY = [SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
                  SDPBackend.MATH]
 
 

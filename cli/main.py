@@ -410,5 +410,9 @@ def main() -> None:
     cli.main(prog_name="movieid")
 
 
+from . import train as _train  # noqa: E402  (commands in their own modules)
+cli.add_command(_train.train)
+
+
 if __name__ == "__main__":
     main()

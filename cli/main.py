@@ -410,8 +410,10 @@ def main() -> None:
     cli.main(prog_name="movieid")
 
 
-from . import train as _train  # noqa: E402  (commands in their own modules)
+from . import data as _data, evaluate as _evaluate, train as _train  # noqa: E402  (commands in their own modules)
 cli.add_command(_train.train)
+cli.add_command(_data.data)
+cli.add_command(_evaluate.evaluate)
 
 
 if __name__ == "__main__":

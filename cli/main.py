@@ -100,5 +100,11 @@ def main() -> None:
     cli.main(prog_name="movieid")
 
 
+from . import data as _data, evaluate as _evaluate, train as _train  # noqa: E402  (commands in their own modules)
+cli.add_command(_train.train)
+cli.add_command(_data.data)
+cli.add_command(_evaluate.evaluate)
+
+
 if __name__ == "__main__":
     main()

@@ -18,7 +18,10 @@ from movieid.models.errors import InputError
 from .annotate import annotate, shots
 from .batch import batch, batch_status
 from .cast import cast
+from .data import data
+from .evaluate import evaluate
 from .models import models
+from .train import train
 
 
 class Terminated(Exception):
@@ -94,16 +97,13 @@ cli.add_command(batch)
 cli.add_command(batch_status)
 cli.add_command(cast)
 cli.add_command(models)
+cli.add_command(train)
+cli.add_command(data)
+cli.add_command(evaluate)
 
 
 def main() -> None:
     cli.main(prog_name="movieid")
-
-
-from . import data as _data, evaluate as _evaluate, train as _train  # noqa: E402  (commands in their own modules)
-cli.add_command(_train.train)
-cli.add_command(_data.data)
-cli.add_command(_evaluate.evaluate)
 
 
 if __name__ == "__main__":

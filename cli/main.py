@@ -123,16 +123,25 @@ def _face_options(func):
 def _pipeline_options(func):
     """The options annotate and batch share: engine, shots, windows, faces, cast."""
     options = [
-        click.option("--engine", type=click.Choice(["faces", "ida-vlm"]), default="faces", show_default=True,
-                     help="faces: offline captions from face recognition; ida-vlm: the ID-aware VLM."),
-        click.option("--model", default=None, help="ida-vlm: checkpoint folder or hub id (jiyatai/IDA-VLM)."),
+        click.option("--engine", type=click.Choice(["faces", "ida-vlm", "vlm"]), default="faces", show_default=True,
+                     help="faces: offline captions from face recognition; ida-vlm: the ID-aware VLM; "
+                          "vlm: an open VLM through transformers (Qwen2.5-VL, SmolVLM2, ...)."),
+        click.option("--model", default=None, help="ida-vlm: checkpoint folder or hub id (jiyatai/IDA-VLM); "
+                                                   "vlm: model folder or hub id (Qwen/Qwen2.5-VL-7B-Instruct)."),
         click.option("--variant", type=click.Choice(["base", "idf"]), default=None,
                      help="ida-vlm: checkpoint variant (default: base)."),
-        click.option("--device", default=None, help="ida-vlm: torch device (default: cuda if available)."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
-                     help="ida-vlm: shots per generation batch."),
+        click.option("--device", default=None, help="ida-vlm, vlm: torch device (default: cuda if available)."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                     help="ida-vlm, vlm: shots per generation batch (default: ida-vlm 8; vlm sized to GPU "
+                          "memory, 4 on CPU)."),
         click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True,
-                     help="ida-vlm: longest caption in tokens."),
+                     help="ida-vlm, vlm: longest caption in tokens."),
+        click.option("--mark-faces", is_flag=True,
+                     help="vlm: draw the recognised faces as coloured boxes on the test frames, colours named "
+                          "in the prompt."),
+        click.option("--vlm-max-pixels", type=click.IntRange(min=28 * 28), default=None,
+                     help="vlm: most pixels per image after the processor's resize, which bounds its image "
+                          "tokens (default: 200704 = 448x448)."),
         _shot_options,
         click.option("--frames-per-shot", type=click.IntRange(min=1), default=3, show_default=True,
                      help="Keyframes (test frames) per shot."),
@@ -155,15 +164,19 @@ def _pipeline_options(func):
 
 def _annotate_options(engine, model, variant, device, batch_size, max_new_tokens, detector, threshold,
                       min_shot_len, max_shot_len, frames_per_shot, max_images, face_backend, face_models,
-                      cache_dir, face_size, min_face, cast_strict, workers=0, **_):
+                      cache_dir, face_size, min_face, cast_strict, workers=0, mark_faces=False,
+                      vlm_max_pixels=None, **_):
     from movieid.pipeline import AnnotateOptions
 
-    if engine == "ida-vlm" and not model:
-        raise click.UsageError("--engine ida-vlm needs --model (a checkpoint folder or hub id)")
+    if engine in ("ida-vlm", "vlm") and not model:
+        raise click.UsageError(f"--engine {engine} needs --model (a model folder or hub id)")
     engine_options = {}
     if engine == "ida-vlm":
-        engine_options = {"model": model, "variant": variant, "device": device, "batch_size": batch_size,
+        engine_options = {"model": model, "variant": variant, "device": device, "batch_size": batch_size or 8,
                           "max_new_tokens": max_new_tokens}
+    if engine == "vlm":
+        engine_options = {"model": model, "device": device, "batch_size": batch_size,
+                          "max_new_tokens": max_new_tokens, "max_pixels": vlm_max_pixels, "mark_faces": mark_faces}
     options = AnnotateOptions(
         shots=_make_shot_options(detector, threshold, min_shot_len, max_shot_len),
         frames_per_shot=frames_per_shot, max_images=max_images, face_backend=face_backend,
@@ -180,6 +193,7 @@ Examples:
   movieid annotate film.mp4 --cast cast/ -o subs/ --overwrite
   movieid annotate film.mp4 --cast cast/ --format srt --max-shot-len 6
   movieid annotate film.mp4 --cast cast/ --engine ida-vlm --model weights/model-base
+  movieid annotate film.mp4 --cast cast/ --engine vlm --model Qwen/Qwen2.5-VL-7B-Instruct --mark-faces
 \b
 A cast folder holds one folder of reference photos per person (cast/Rose Leslie/1.jpg),
 or a cast.yaml listing names, aliases and photos. Each photo must show exactly one face.

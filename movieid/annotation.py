@@ -46,7 +46,7 @@ class ShotAnnotation:
                               "similarity": round(s.similarity, 4),
                               "detection_score": round(s.score, 4)})
         faces.sort(key=lambda f: (f["frame"], f["box"][0]))
-        return {
+        data = {
             "index": shot.index, "cut": shot.cut, "part": shot.part, "parts": shot.parts,
             "start": round(shot.start, 4), "end": round(shot.end, 4),
             "start_frame": shot.start_frame, "end_frame": shot.end_frame,
@@ -58,6 +58,9 @@ class ShotAnnotation:
             "caption": self.caption.text,
             "caption_names": list(self.caption.names),
         }
+        if self.caption.unverified_names is not None:
+            data["unverified_names"] = list(self.caption.unverified_names)
+        return data
 
 
 @dataclass

@@ -281,6 +281,7 @@ def _attach_frames(reader: FrameReader, batch: Iterable[CaptionRequest]) -> None
     pixels = dict(zip(wanted, reader.read(wanted)))
     for r in batch:
         r.frames = [pixels[img.frame] for img in r.window.tests]
+        r.source_size = (reader.film.width, reader.film.height)
 
 
 def _result(future: Future) -> list[ShotFaceResult]:

@@ -20,12 +20,15 @@ class CaptionRequest:
     window: Window
     faces: ShotFaces
     frames: list[np.ndarray] = field(default_factory=list, repr=False)  # RGB, one per test image
+    source_size: tuple[int, int] | None = None   # (width, height) of the film pixels face boxes are in
 
 
 @dataclass(frozen=True)
 class Caption:
     text: str
     names: tuple[str, ...]      # the cast names / unknown labels the caption mentions
+    # Mentioned cast names the faces did not see in the shot (engines that check; None: not checked).
+    unverified_names: tuple[str, ...] | None = None
 
 
 class Engine(ABC):

@@ -15,6 +15,7 @@ that transformers' auto classes load (``AutoProcessor`` + ``AutoModelForImageTex
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
 from pathlib import Path
@@ -44,6 +45,19 @@ def _pil(pixels: np.ndarray):
     return Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))
 
 
+def _check_options(max_pixels: int = DEFAULT_MAX_PIXELS, **_) -> None:
+    if max_pixels < 28 * 28:
+        raise InputError(f"--vlm-max-pixels {max_pixels}: at least {28 * 28} pixels per image")
+
+
+def _quiet_transformers() -> None:
+    """The pipeline shows its own progress; transformers' loading bars and advice would interleave."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def _device(device: str | None):
     import torch
 
@@ -67,28 +81,43 @@ class VlmCaptioner:
     """
 
     def __init__(self, model: str | Path, instruction: str, general_instruction: str, *,
-                 device: str | None = None, dtype=None, batch_size: int | None = None,
-                 max_new_tokens: int = 64, max_pixels: int = DEFAULT_MAX_PIXELS, mark_faces: bool = False,
-                 revision: str | None = None, max_images: int = 8):
+                 device: str | None = None, dtype=None, revision: str | None = None, **options):
+        """``model``: a model folder or hub id; ``options``: those of ``_setup``."""
         import torch
-        import transformers
 
-        if max_pixels < 28 * 28:
-            raise InputError(f"--vlm-max-pixels {max_pixels}: at least {28 * 28} pixels per image")
-        transformers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.set_verbosity_error()
+        _check_options(**options)
+        _quiet_transformers()
+        device = _device(device)
+        source = loading.resolve(model, revision)
+        processor = loading.load_processor(source.folder)
+        loaded = loading.load_model(source.folder, dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32),
+                                    device)
+        self._setup(processor, loaded, source, instruction, general_instruction, **options)
+
+    @classmethod
+    def from_model(cls, processor, model, instruction: str, general_instruction: str, *, name: str = "(in memory)",
+                   **options) -> "VlmCaptioner":
+        """A captioner over a processor and model built in memory (benchmarks with random weights)."""
+        _check_options(**options)
+        _quiet_transformers()
+        self = cls.__new__(cls)
+        digest = hashlib.sha256(model.config.to_json_string().encode()).hexdigest()
+        self._setup(processor, model, loading.ModelSource(name, None, None, digest), instruction, general_instruction,
+                    **options)
+        return self
+
+    def _setup(self, processor, model, source: loading.ModelSource, instruction: str, general_instruction: str, *,
+               batch_size: int | None = None, max_new_tokens: int = 64, max_pixels: int = DEFAULT_MAX_PIXELS,
+               mark_faces: bool = False, max_images: int = 8) -> None:
         self.instruction, self.general_instruction = instruction, general_instruction
         self.max_new_tokens, self.max_pixels, self.mark_faces = max_new_tokens, max_pixels, mark_faces
-        self.device = _device(device)
-        self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
-        self.source = loading.resolve(model, revision)
-        self.processor = loading.load_processor(self.source.folder)
-        self.tokenizer = self.processor.tokenizer
+        self.source, self.processor, self.model = source, processor, model
+        self.device = model.device
+        self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"
         self.image_budget = self._set_image_budget()
-        self.model = loading.load_model(self.source.folder, self.dtype, self.device)
         self.generation_config = self._generation_config()
-        self.features = ImageFeatures(self.model, self.processor.image_processor) if supports_reuse(self.model) else None
+        self.features = ImageFeatures(model, processor.image_processor) if supports_reuse(model) else None
         self.batch_size = batch_size or self._auto_batch_size(max_images)
 
     # ------------------------------------------------------------------ set-up
@@ -219,7 +248,7 @@ class VlmCaptioner:
         extra = {}
         if self.features is not None:
             try:
-                extra = {"mm_encoder_outputs": self._encoded(windows, prepared)}
+                extra = {"mm_encoder_outputs": self._encoded(windows, prepared, inputs)}
             except NotImplementedError as reason:
                 log.info("%s: images are encoded with every window (%s)", self.source.model, reason)
                 self.features = None
@@ -232,13 +261,17 @@ class VlmCaptioner:
         new = output[:, inputs["input_ids"].shape[1]:]
         return self.tokenizer.batch_decode(new, skip_special_tokens=True)
 
-    def _encoded(self, windows: list[VlmWindow], prepared: list[tuple[list[dict], list]]):
-        """Pre-encoded images of a batch in prompt order: ID images from the cache, test frames now."""
-        ids = [(image_key(i.pixels), image) for w, (_, images) in zip(windows, prepared)
-               for i, image in zip(w.ids, images)]
+    def _encoded(self, windows: list[VlmWindow], prepared: list[tuple[list[dict], list]], inputs):
+        """Pre-encoded images of a batch in prompt order: ID images from the cache, test frames now
+        (from the pixels the processor already made for the batch, where they can be cut out)."""
+        ids, frames, frame_positions, position = [], [], [], 0
+        for window, (_, images) in zip(windows, prepared):
+            ids += [(image_key(i.pixels), image) for i, image in zip(window.ids, images)]
+            frames += images[len(window.ids):]
+            frame_positions += range(position + len(window.ids), position + len(images))
+            position += len(images)
         id_features = iter(self.features.ids(ids))
-        frames = [image for w, (_, images) in zip(windows, prepared) for image in images[len(w.ids):]]
-        frame_features = iter(self.features.encode(frames))
+        frame_features = iter(self.features.encode_selected(inputs, frame_positions, position, frames))
         ordered = []
         for window in windows:
             ordered += [next(id_features) for _ in window.ids] + [next(frame_features) for _ in window.frames]

@@ -44,15 +44,16 @@ class ImageFeatures:
         self.encoder = model.base_model.get_image_features
         self.encoder_inputs = set(inspect.signature(self.encoder).parameters) - {"kwargs"}
         self.per_image_tuple: bool | None = None   # the model's own layout, learned on first use
+        self.batchable = True                      # False once a batch of images came out in tiles
         self._ids: OrderedDict[str, object] = OrderedDict()
 
-    def _encode_batch(self, images: list) -> list | None:
+    def _run(self, inputs: dict, count: int) -> list | None:
+        """Per-image features of ``count`` images from the image processor's outputs (None where the
+        output cannot be cut per image, e.g. images split into tiles)."""
         import torch
 
-        inputs = self.image_processor(images=[[image] for image in images], return_tensors="pt")
-        inputs = {k: v for k, v in inputs.items() if k in self.encoder_inputs}
         inputs = {k: v.to(self.model.device, dtype=self.model.dtype) if torch.is_floating_point(v)
-                  else v.to(self.model.device) for k, v in inputs.items()}
+                  else v.to(self.model.device) for k, v in inputs.items() if k in self.encoder_inputs}
         with torch.inference_mode():
             output = self.encoder(**inputs, return_dict=True)
         extra = {k for k, v in output.items() if v is not None} - _PLAIN_FIELDS
@@ -61,21 +62,30 @@ class ImageFeatures:
         pooled = output.pooler_output
         if isinstance(pooled, (tuple, list)):
             self.per_image_tuple = True
-            return list(pooled) if len(pooled) == len(images) else None
+            return list(pooled) if len(pooled) == count else None
         self.per_image_tuple = False
-        if len(images) == 1:
+        if count == 1:
             return [pooled]
-        return [pooled[i:i + 1] for i in range(len(images))] if pooled.shape[0] == len(images) else None
+        return [pooled[i:i + 1] for i in range(count)] if pooled.shape[0] == count else None
 
     def encode(self, images: list) -> list:
         """Per-image features, in order. Images split into tiles are encoded one at a time."""
         if not images:
             return []
-        features = self._encode_batch(images)
-        if features is None:
-            features = [self._encode_batch([image])[0] for image in images]
-        return features
+        if self.batchable:
+            features = self._run(self.image_processor(images=[[i] for i in images], return_tensors="pt"), len(images))
+            if features is not None:
+                return features
+            self.batchable = False   # this processor tiles images: one at a time from now on
+        return [self._run(self.image_processor(images=[[i]], return_tensors="pt"), 1)[0] for i in images]
 
+    def encode_selected(self, inputs, indices: list[int], total: int, images: list) -> list:
+        """Features of the images at ``indices`` (of ``total``, in prompt order), cut from the processor's
+        batch outputs so they are not preprocessed twice; ``images`` are those images, for layouts
+        that cannot be cut (they are then preprocessed again)."""
+        selected = _select(inputs, indices, total, self.encoder_inputs)
+        features = self._run(selected, len(indices)) if selected is not None and indices else None
+        return features if features is not None else self.encode(images)
     def ids(self, keyed: list[tuple[str, object]]) -> list:
         """Features of ID images (key, image), encoding only those not seen before."""
         missing = list({key: image for key, image in keyed if key not in self._ids}.items())
@@ -94,3 +104,27 @@ class ImageFeatures:
 
         pooled = tuple(features) if self.per_image_tuple else torch.cat(features, dim=0)
         return {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
+
+
+def _select(inputs, indices: list[int], total: int, names: set[str]) -> dict | None:
+    """The image-encoder inputs of some of a batch's images, for the two layouts that can be cut per
+    image: patches of all images in one sequence with a grid per image (Qwen2-VL family), or one
+    tensor per image along the first axis (Gemma 3, LLaVA). None for other layouts."""
+    import torch
+
+    encoder = {k: v for k, v in inputs.items() if k in names and isinstance(v, torch.Tensor)}
+    pixels = encoder.get("pixel_values")
+    if pixels is None:
+        return None
+    index = torch.tensor(indices, dtype=torch.long)
+    if "image_grid_thw" in encoder:
+        grid = encoder["image_grid_thw"]
+        if len(grid) != total or set(encoder) != {"pixel_values", "image_grid_thw"}:
+            return None
+        ends = grid.prod(-1).cumsum(0).tolist()
+        starts = [0, *ends[:-1]]
+        rows = torch.cat([torch.arange(starts[i], ends[i]) for i in indices])
+        return {"pixel_values": pixels[rows], "image_grid_thw": grid[index]}
+    if pixels.ndim == 4 and all(v.shape[0] == total for v in encoder.values()):
+        return {k: v[index] for k, v in encoder.items()}
+    return None

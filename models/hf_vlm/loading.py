@@ -29,7 +29,7 @@ class ModelSource:
     """Where the weights come from, as the JSON records it."""
 
     model: str                  # what the user passed
-    folder: Path
+    folder: Path | None         # None: built in memory
     revision: str | None        # the hub commit, where the folder is a hub snapshot
     config_sha256: str          # identifies a plain folder's model (and any other)
 
@@ -85,7 +85,11 @@ def _from_hub(repo_id: str, revision: str | None) -> Path:
                          repo_id) from None
 
 
-_LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError, AttributeError)
+def _load_errors() -> tuple[type[BaseException], ...]:
+    """What a bad folder raises inside transformers (a truncated or foreign weight file included)."""
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError, AttributeError, SafetensorError)
 
 
 def load_processor(folder: Path):
@@ -97,7 +101,7 @@ def load_processor(folder: Path):
     except ImportError as error:
         raise InputError(f"its processor needs a package that is missing ({_first_line(error)}); "
                          "pip install -e '.[hf]'", folder) from None
-    except _LOAD_ERRORS as error:
+    except _load_errors() as error:
         raise InputError(f"cannot load the processor: {_first_line(error)}", folder) from None
     if getattr(processor, "image_processor", None) is None or getattr(processor, "tokenizer", None) is None:
         raise InputError("not an image-text model: its processor has no image processor and tokenizer", folder)
@@ -112,7 +116,7 @@ def load_model(folder: Path, dtype, device):
 
     try:
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
-    except _LOAD_ERRORS as error:
+    except _load_errors() as error:
         raise InputError(f"cannot read config.json: {_first_line(error)}", folder) from None
     try:
         model = AutoModelForImageTextToText.from_pretrained(folder, config=config, dtype=dtype, local_files_only=True)
@@ -121,6 +125,6 @@ def load_model(folder: Path, dtype, device):
             raise InputError(f"model_type {config.model_type!r} is not an image-text-to-text model that "
                              "transformers' AutoModelForImageTextToText loads", folder) from None
         raise InputError(f"cannot load the model: {_first_line(error)}", folder) from None
-    except _LOAD_ERRORS as error:
+    except _load_errors() as error:
         raise InputError(f"cannot load the model: {_first_line(error)}", folder) from None
     return model.to(device).eval().requires_grad_(False)

@@ -16,14 +16,12 @@ import numpy as np
 from ..cast import Cast
 from ..errors import MovieIdError
 from ..images import load_rgb
+from ..pipeline import ENGINE_FRAME_SIDE
 from .base import Caption, CaptionRequest, Engine
 from .faces import describe
 from .ida_vlm import GENERAL_INSTRUCTION, INSTRUCTION, clean_caption, mentioned_names
 
 log = logging.getLogger(__name__)
-
-ID_IMAGE_SIDE = 896   # ID photos are shrunk once to the test frames' size (pipeline.ENGINE_FRAME_SIDE)
-
 
 def _shrink(pixels: np.ndarray, max_side: int) -> np.ndarray:
     from PIL import Image
@@ -59,12 +57,13 @@ class VlmEngine(Engine):
         self._ids: dict[str, np.ndarray] = {}
 
     def start(self, cast: Cast) -> None:
-        """Read each cast member's ID image once (the model encodes it once, where it can)."""
+        """Read each cast member's ID image once, at most as large as the test frames (the model
+        encodes it once, where it can)."""
         if self._cast is not None and cast.key == self._cast.key:
             self._cast = cast
             return
         self._cast = cast
-        self._ids = {m.name: _shrink(load_rgb(m.id_image), ID_IMAGE_SIDE) for m in cast.members}
+        self._ids = {m.name: _shrink(load_rgb(m.id_image), ENGINE_FRAME_SIDE) for m in cast.members}
 
     def _window(self, request: CaptionRequest):
         from movieid.models.hf_vlm import FaceMark, IdImage, TestFrame, VlmWindow

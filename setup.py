@@ -30,8 +30,10 @@ CORE = [
 ]
 VLM = ["torch>=2.4", "tiktoken>=0.6", "safetensors>=0.4", "huggingface_hub>=0.23"]
 # --engine vlm: any image-text-to-text model of transformers 5. Qwen2-VL/Qwen2.5-VL processors
-# build a video processor, which needs torchvision (a build that matches torch: constraints.txt).
-HF = ["torch>=2.4", "torchvision>=0.19", "transformers>=5.0,<6", "safetensors>=0.4", "huggingface_hub>=1.0"]
+# build a video processor, which needs torchvision (a build that matches torch: constraints.txt);
+# SmolVLM/SmolVLM2 processors need num2words.
+HF = ["torch>=2.4", "torchvision>=0.19", "transformers>=5.0,<6", "safetensors>=0.4", "huggingface_hub>=1.0",
+      "num2words>=0.5"]
 RAY = ["ray>=2.9"]
 TEST = ["pytest>=8", "onnx>=1.15", *VLM, *HF, *RAY]
 

@@ -254,6 +254,9 @@ def test_a_bad_model_folder_is_one_clear_error(tiny_vlms, tmp_path):
     with pytest.raises(InputError, match="cannot load the model") as error:
         _captioner(broken)
     assert "\n" not in str(error.value)
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA GPU"):
+            _captioner(tiny_vlms["qwen2_5_vl"], device="cuda")
 
 
 def test_an_uncached_hub_id_offline_fails_at_once_with_the_fetch_command(tmp_path, monkeypatch):
@@ -341,6 +344,12 @@ def test_annotate_with_a_bad_model_folder_fails_in_one_line_and_writes_nothing(p
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     usage = run_cli("annotate", film, "--engine", "vlm")
     assert usage.returncode == 2 and "--model" in usage.stderr
+    offline = run_cli("annotate", film, "--engine", "vlm", "--model", "Qwen/Qwen2.5-VL-7B-Instruct", "-o",
+                      tmp_path / "out", "--face-backend", "dlib", "--workers", "1",
+                      env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert offline.returncode == 1 and len(offline.stderr.strip().splitlines()) == 1, offline.stderr
+    assert offline.stderr.startswith("movieid: error: Qwen/Qwen2.5-VL-7B-Instruct: not in the local Hugging Face cache")
+    assert "hf download Qwen/Qwen2.5-VL-7B-Instruct --local-dir DIR" in offline.stderr
 
 
 def test_names_the_faces_did_not_see_are_marked_unverified(tiny_vlms, photo_film, tmp_path):

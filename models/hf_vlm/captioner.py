@@ -51,11 +51,14 @@ def _check_options(max_pixels: int = DEFAULT_MAX_PIXELS, **_) -> None:
 
 
 def _quiet_transformers() -> None:
-    """The pipeline shows its own progress; transformers' loading bars and advice would interleave."""
+    """transformers' advice stays out of the way; its loading bars show unless logging is quiet (-q)."""
     import transformers
 
-    transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+    if log.isEnabledFor(logging.WARNING):
+        transformers.utils.logging.enable_progress_bar()
+    else:
+        transformers.utils.logging.disable_progress_bar()
 
 
 def _device(device: str | None):

@@ -212,6 +212,7 @@ class VlmCaptioner:
         texts = [self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
                  for messages, _ in prepared]
         images = [window_images for _, window_images in prepared]
+        images = images if any(images) else None    # a batch of shots without keyframes
         bos = self.tokenizer.bos_token
         # The template already wrote BOS where the model wants one (as apply_chat_template(tokenize=True) does).
         add_special = not (bos and texts[0].startswith(bos))

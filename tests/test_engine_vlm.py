@@ -371,3 +371,27 @@ def test_names_the_faces_did_not_see_are_marked_unverified(tiny_vlms, photo_film
     assert first["names"] == ["Rachel"]
     assert first["caption_names"] == ["Rachel", "Joey"] and first["unverified_names"] == ["Joey"]
     assert result.shots[2].to_json()["unverified_names"] == ["Rachel", "Joey"]
+
+
+def test_face_boxes_are_scaled_from_film_pixels_to_the_test_frames(tiny_vlms):
+    """The pipeline gives face boxes in film pixels and test frames at engine size (here half)."""
+    from movieid.cast import Cast
+    from movieid.engines.base import CaptionRequest
+    from movieid.engines.vlm import VlmEngine
+    from movieid.faces.base import Box
+    from movieid.identity import Person, ShotFaces, Sighting
+    from movieid.keyframes import Keyframe
+    from movieid.shots import Shot
+    from movieid.windows import Window, WindowImage
+
+    engine = VlmEngine(str(tiny_vlms["qwen2_5_vl"]), device="cpu", max_pixels=TEST_PIXELS, mark_faces=True)
+    engine.start(Cast(None, [], "test"))
+    shot = Shot(0, 0, 10, 0.0, 0.4, 0)
+    seen = Sighting(5, 0.2, Box(100, 40, 300, 240), 1.0, np.zeros(4, np.float32))
+    other = Sighting(7, 0.28, Box(0, 0, 50, 50), 1.0, np.zeros(4, np.float32))
+    faces = ShotFaces(shot, [Keyframe(5, 0.2)], [Person([seen, other], name="Alice"), Person([seen], label="Unknown 1")])
+    window = Window(shot, (WindowImage("test", frame=5, time=0.2),))
+    request = CaptionRequest(window, faces, [np.zeros((270, 480, 3), np.uint8)], source_size=(960, 540))
+    marks = engine._window(request).frames[0].faces
+    assert [(m.name, m.box) for m in marks] == [("Alice", (50.0, 20.0, 150.0, 120.0))]   # named people only
+    assert engine.settings()["mark_faces"] is True and engine.settings()["name"] == "vlm"

@@ -29,8 +29,13 @@ CORE = [
     "scikit-image>=0.21",          # sample film photos
 ]
 VLM = ["torch>=2.4", "tiktoken>=0.6", "safetensors>=0.4", "huggingface_hub>=0.23"]
+# --engine vlm: any image-text-to-text model of transformers 5. Qwen2-VL/Qwen2.5-VL processors
+# build a video processor, which needs torchvision (a build that matches torch: constraints.txt);
+# SmolVLM/SmolVLM2 processors need num2words.
+HF = ["torch>=2.4", "torchvision>=0.19", "transformers>=5.0,<6", "safetensors>=0.4", "huggingface_hub>=1.0",
+      "num2words>=0.5"]
 RAY = ["ray>=2.9"]
-TEST = ["pytest>=8", "onnx>=1.15", *VLM, *RAY]
+TEST = ["pytest>=8", "onnx>=1.15", *VLM, *HF, *RAY]
 
 setup(
     name="movieid",
@@ -46,7 +51,7 @@ setup(
     package_dir={"movieid.cli": "cli", "movieid.models": "models"},
     package_data={"movieid": ["schema/*.json"]},
     install_requires=CORE,
-    extras_require={"vlm": VLM, "ray": RAY, "test": TEST, "all": VLM + RAY},
+    extras_require={"vlm": VLM, "hf": HF, "ray": RAY, "test": TEST, "all": [*VLM, *HF, *RAY]},
     entry_points={"console_scripts": ["movieid=movieid.cli.main:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Multimedia :: Video"],
 )

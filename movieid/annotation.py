@@ -66,7 +66,7 @@ def shot_annotation_json(annotation: ShotAnnotation) -> dict:
                           "person": number, "name": person.display_name, "in_cast": person.in_cast,
                           "similarity": round(similarity, 4), "detection_score": round(face.score, 4)})
     faces.sort(key=lambda f: (f["frame"], f["box"][0]))
-    return {
+    doc = {
         **shot_json(annotation.shot),
         "keyframes": [{"frame": k.frame, "time": round(k.time, 4)} for k in annotation.people.keyframes],
         "window": [window_image_json(image) for image in annotation.window.images],
@@ -76,6 +76,9 @@ def shot_annotation_json(annotation: ShotAnnotation) -> dict:
         "caption": annotation.caption.text,
         "caption_names": list(annotation.caption.names),
     }
+    if annotation.caption.unverified_names is not None:
+        doc["unverified_names"] = list(annotation.caption.unverified_names)
+    return doc
 
 
 def document(annotation: FilmAnnotation) -> dict:

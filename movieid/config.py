@@ -16,7 +16,7 @@ from .errors import MovieIdError, missing_dependency
 
 DETECTOR_THRESHOLDS = {"adaptive": 3.0, "content": 27.0}
 FACE_BACKENDS = ("auto", "dlib", "insightface")
-ENGINES = ("faces", "ida-vlm")
+ENGINES = ("faces", "ida-vlm", "vlm")
 FORMATS = ("srt", "vtt", "json")
 
 
@@ -101,6 +101,8 @@ class EngineConfig:
     device: str | None = None          # torch device (default: cuda if available)
     batch_size: int | None = None      # windows per generation batch (None: sized to free GPU memory)
     max_new_tokens: int = 64           # longest caption in tokens
+    mark_faces: bool = False           # vlm: recognised faces drawn as coloured boxes on the test frames
+    max_pixels: int | None = None      # vlm: most pixels per image after the processor's resize
 
     def __post_init__(self) -> None:
         _choice(self.name, ENGINES, "engine.name")
@@ -108,6 +110,7 @@ class EngineConfig:
                f"is needed by the {self.name} engine (a checkpoint folder or hub id)")
         _check(self.batch_size is None or self.batch_size >= 1, "engine.batch_size", "must be at least 1")
         _check(self.max_new_tokens >= 1, "engine.max_new_tokens", "must be at least 1")
+        _check(self.max_pixels is None or self.max_pixels >= 28 * 28, "engine.max_pixels", "must be at least 784")
 
     def to_json(self) -> dict:
         return {} if self.name == "faces" else dataclasses.asdict(self)

@@ -310,6 +310,8 @@ class Window:
 class Caption:
     text: str
     names: tuple[str, ...]      # the cast names / unknown labels the caption mentions
+    # The mentioned cast names the faces did not see in the shot (engines that check; None: not checked).
+    unverified_names: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from ..models.ida_vlm import IdaVlm, Request, RoleImage, build_id_query
 from ..records import Caption, Cast
 from .base import CaptionRequest, Engine
 from .faces import describe
-from .text import clean_caption, mentioned_names
+from .text import GENERAL_INSTRUCTION, INSTRUCTION, clean_caption, mentioned_names
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import IdentityConfig
-from .records import UNKNOWN_PREFIX, Appearance, Cast, ShotFaces, ShotPeople, Track, unit
+from .records import UNKNOWN_PREFIX, Appearance, Cast, ShotFaces, ShotPeople, unit
+
 
 def cluster_threshold_for(threshold: float) -> float:
     """Film-wide clustering threshold for a backend that does not set one."""
@@ -44,56 +45,71 @@ class _Person:
     tracks: tuple[tuple[int, int], ...]    # (shot, track) pairs, in order of appearance
     faces: np.ndarray                      # [faces, members] best-photo similarity per face
     embedding: np.ndarray
-    frames: frozenset[tuple[int, int]]    # (shot, frame) pairs it is seen in
+    frame_count: int                       # analysed frames it is seen in
 
     @property
     def member_similarity(self) -> np.ndarray:
         return self.faces.mean(axis=0)
 
 
-def _sharing_a_frame(frames: list[frozenset]) -> np.ndarray:
-    return np.array([[bool(a & b) for b in frames] for a in frames], bool).reshape(len(frames), len(frames))
-
-
-def cluster_tracks(tracks: list[Track], shot_of: list[int], threshold: float) -> list[list[int]]:
-    """Average-linkage clusters of ``tracks`` (indices; ``shot_of`` their shots), never
-    joining two that share a frame; each cluster's indices ascending, clusters ordered by
-    their first index."""
-    n = len(tracks)
-    if n == 0:
-        return []
-    emb = np.stack([t.embedding for t in tracks]).astype(np.float64)
-    sim = emb @ emb.T
-    apart = _sharing_a_frame([frozenset((s, f) for f in t.frames) for t, s in zip(tracks, shot_of)])
+def cluster_tracks(embeddings: np.ndarray, apart: np.ndarray, threshold: float) -> list[list[int]]:
+    """Average-linkage clusters of tracks (rows of ``embeddings``), merged while their mean
+    similarity reaches ``threshold`` and never across an ``apart`` pair; each cluster's
+    indices ascending, clusters ordered by their first index. Each row's best partner is
+    kept, so a merge costs O(tracks) rather than a search of the whole matrix."""
+    n = len(embeddings)
+    sim = embeddings.astype(np.float32) @ embeddings.T.astype(np.float32)
+    sim[apart] = -np.inf               # stays -inf through averaging: cannot-link is kept
     np.fill_diagonal(sim, -np.inf)
-    sizes = np.ones(n)
-    alive = np.ones(n, bool)
+    sizes = np.ones(n, np.float32)
     members = [[i] for i in range(n)]
-    while True:
-        allowed = np.where(apart | ~alive[:, None] | ~alive[None, :], -np.inf, sim)
-        a, b = np.unravel_index(int(np.argmax(allowed)), allowed.shape)
-        if allowed[a, b] < threshold:
+    best = sim.argmax(axis=1)
+    value = sim[np.arange(n), best]
+    while n > 1:
+        a = int(np.argmax(value))
+        if value[a] < threshold:
             break
-        a, b = min(a, b), max(a, b)
+        a, b = sorted((a, int(best[a])))
         sim[a, :] = (sizes[a] * sim[a, :] + sizes[b] * sim[b, :]) / (sizes[a] + sizes[b])
         sim[:, a] = sim[a, :]
         sim[a, a] = -np.inf
-        apart[a, :] |= apart[b, :]
-        apart[:, a] = apart[a, :]
+        sim[b, :] = -np.inf
+        sim[:, b] = -np.inf
         sizes[a] += sizes[b]
-        alive[b] = False
         members[a] += members[b]
-    return sorted((sorted(members[i]) for i in range(n) if alive[i]), key=lambda c: c[0])
+        members[b] = []
+        value[b] = -np.inf
+        stale = (best == a) | (best == b)
+        stale[a], stale[b] = True, False
+        better = ~stale & (sim[:, a] > value)
+        best[better], value[better] = a, sim[better, a]
+        for i in np.flatnonzero(stale):
+            best[i] = int(np.argmax(sim[i]))
+            value[i] = sim[i, best[i]]
+    return sorted((sorted(m) for m in members if m), key=lambda c: c[0])
 
 
-def _claims(people: list[_Person], threshold: float, confidence_margin: float) -> list[tuple[int, float, float]]:
+def _sharing_a_frame(shots: list[ShotFaces], keys: list[tuple[int, int]]) -> np.ndarray:
+    """[tracks, tracks]: whether two tracks (``keys``: shot, track) are seen in one frame."""
+    apart = np.zeros((len(keys), len(keys)), bool)
+    by_shot: dict[int, list[int]] = {}
+    for i, (s, _) in enumerate(keys):
+        by_shot.setdefault(s, []).append(i)
+    for s, rows in by_shot.items():
+        for i in rows:
+            for j in rows:
+                apart[i, j] = i != j and bool(shots[s].tracks[keys[i][1]].frames & shots[s].tracks[keys[j][1]].frames)
+    return apart
+
+
+def _claims(people: list[_Person], seen_together: np.ndarray, threshold: float,
+            confidence_margin: float) -> list[tuple[int, float, float]]:
     """Per person: (closest member, margin over the runner-up member, confidence)."""
     if not people or people[0].faces.shape[1] == 0:
         return [(-1, 0.0, 0.0)] * len(people)
     sims = np.stack([p.member_similarity for p in people])            # [people, members]
     emb = np.stack([p.embedding for p in people])
     alike = emb @ emb.T >= threshold
-    seen_together = _sharing_a_frame([p.frames for p in people])
     claims = []
     for c in range(len(people)):
         order = np.argsort(-sims[c], kind="stable")
@@ -120,14 +136,19 @@ def identify(shots: list[ShotFaces], cast: Cast, threshold: float,
     tracks = [shots[s].tracks[k] for s, k in keys]
     face_sims = {key: np.stack([cast.similarities(f.embedding) for f in track.faces])
                  for key, track in zip(keys, tracks)}
+    apart = _sharing_a_frame(shots, keys)
+    clusters = cluster_tracks(np.stack([t.embedding for t in tracks]), apart, cluster_threshold) if tracks else []
     people = []
-    for cluster in cluster_tracks(tracks, [s for s, _ in keys], cluster_threshold):
+    for cluster in clusters:
         members = [keys[i] for i in cluster]
         faces = [f for i in cluster for f in tracks[i].faces]
         people.append(_Person(tuple(members), np.concatenate([face_sims[m] for m in members]),
                               unit(np.mean([f.embedding for f in faces], axis=0)),
-                              frozenset((keys[i][0], f) for i in cluster for f in tracks[i].frames)))
-    claims = _claims(people, threshold, confidence_margin)
+                              len({(keys[i][0], f) for i in cluster for f in tracks[i].frames})))
+    belongs = np.zeros((len(people), len(tracks)))
+    for c, cluster in enumerate(clusters):
+        belongs[c, cluster] = 1.0
+    claims = _claims(people, belongs @ apart @ belongs.T > 0, threshold, confidence_margin)
     names, labels = [], []
     for (best, _, confidence) in claims:
         named = best >= 0 and confidence > 0 and confidence >= min_confidence
@@ -145,7 +166,7 @@ def identify(shots: list[ShotFaces], cast: Cast, threshold: float,
             member_sims = sims.max(axis=0) if len(cast) else np.zeros(0, np.float32)
             per_face = tuple(float(f[best]) if best >= 0 else 0.0 for f in sims)
             found.append(Appearance(track, names[c], labels[c], float(np.mean(per_face)), per_face, member_sims,
-                                    cluster=c, cluster_frames=len(people[c].frames), margin=margin,
+                                    cluster=c, cluster_frames=people[c].frame_count, margin=margin,
                                     confidence=confidence))
         result.append(ShotPeople(shot.shot, shot.keyframes, tuple(found)))
     return result, sum(1 for label in labels if label)

@@ -7,8 +7,9 @@ Sets (films made by ``movieid.filmmaker`` with pans, zooms, tints, mirroring and
 ``faces``: the cast of ../shared/fixtures/faces (one photo each) on their other photos, one to
 three people per shot, with the openface photos as strangers; ``openface``: that set's two
 cast members, with strangers from both sets; ``lookalike``: a stranger who scores 0.91 against
-a member's photo, with and without that member in the film; ``cardgame`` and ``sample``: the
-package-photo films (sample also without a cast: people counted, labels checked per frame).
+a member's photo, with and without that member in the film; ``sample``: the package-photo
+sample film (also without a cast: people counted, labels checked per frame);
+and recall against the number of reference photos per person (1-3, where the photos exist).
 
 Per set: recall (cast appearances named right), wrong names (a name on a face that is not
 that person, strangers included) and stranger rejection (stranger appearances left Unknown),
@@ -101,6 +102,43 @@ def lookalike_set(with_member: bool) -> list[Shot]:
     ]
 
 
+def references_set() -> list[Shot]:
+    """Obama and Kit Harington on photos not used as references (they have 3 and 2 in all)."""
+    p, s = FACES / "probes", OPENFACE / "probes"
+    O, B, K, R = "Barack Obama", "Joe Biden", "Kit Harington", "Rose Leslie"
+    return [
+        Shot(p / "obama1.jpg", (O,), "zoom_in", tint=-0.4), Shot(p / "two_people.jpg", (O, B), "pan_right"),
+        Shot(p / "obama_and_biden.jpg", (B, O, None), "static", (0.25, 0.273, 0.75, 0.591)),
+        Shot(p / "johnsnow_test1.jpg", (K,), "pan_left", (0.0, 0.08, 1.0, 0.375)),
+        Shot(p / "kit_with_rose.jpg", (R, K), "static", (0.0, 0.05, 1.0, 0.40), tint=0.4),
+        Shot(s / "carell.jpg", (None,), "static", (0.0, 0.2, 1.0, 0.38)),
+        Shot(s / "lennon-2.jpg", (None,), "pan_left", (0.0, 0.2, 1.0, 0.5625)),
+    ]
+
+
+def references_cast(out: Path, photos: int) -> Path:
+    """The faces cast with up to ``photos`` reference photos for Obama (3) and Kit Harington (2)."""
+    cast, p = FACES / "cast", FACES / "probes"
+    refs = {"Barack Obama": [cast / "Barack Obama" / "obama.jpg", p / "obama2.jpg", p / "obama3.jpg"],
+            "Kit Harington": [cast / "Kit Harington" / "john1.jpeg", p / "john2.jpeg"],
+            "Joe Biden": [cast / "Joe Biden" / "biden.jpg"], "Rose Leslie": [cast / "Rose Leslie" / "img1.jpg"]}
+    return link_cast(out / f"cast_{photos}_photos", {name: paths[:photos] for name, paths in refs.items()})
+
+
+def bench_references(out: Path, config: Config) -> None:
+    shots = references_set()
+    film = film_of(shots, out / "references.mp4")
+    truth = [s.truth for s in shots]
+    print("\nRecall against reference photos per person (Obama up to 3, Kit Harington up to 2)\n")
+    print(f"{'photos':>6} {'recall':>7} {'wrong':>6} {'rejected':>9} {'Obama conf.':>11} {'Kit conf.':>9}")
+    for photos in (1, 2, 3):
+        doc = document(annotate(film, references_cast(out, photos), config))
+        n = score(doc, truth, IdentityConfig.min_confidence)
+        conf = {p["name"]: p["confidence"] for shot in doc["shots"] for p in shot["people"] if p["in_cast"]}
+        print(f"{photos:6d} {n['named'] / n['cast']:7.1%} {n['wrong']:6d} {n['rejected'] / n['strangers']:9.1%} "
+              f"{conf.get('Barack Obama', 0):11.2f} {conf.get('Kit Harington', 0):9.2f}")
+
+
 def link_cast(root: Path, photos: dict[str, list[Path]]) -> Path:
     if root.exists():
         shutil.rmtree(root)
@@ -156,6 +194,7 @@ def frame_label_clashes(doc: dict) -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE / "out" / "identity")
+    parser.add_argument("--only-references", action="store_true", help="only the reference-photo sweep")
     args = parser.parse_args(argv)
     if not (FACES / "labels.json").is_file() or not (OPENFACE / "labels.json").is_file():
         sys.exit(f"bench/identity.py: the real face photos are not at {SHARED}")
@@ -163,6 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     config = Config(shots=ShotConfig(max_shot_len=0.0), faces=FaceConfig(backend="dlib"),
                     identity=IdentityConfig(min_confidence=0.0), workers=1, cache_dir=str(out / "cache"))
+    if args.only_references:
+        return bench_references(out, config)
 
     t1 = package_photo("insightface", "data", "images", "t1.jpg")
     astronaut = package_photo("skimage", "data", "astronaut.png")
@@ -223,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
                 if p["in_cast"]:
                     rows.append(f"{p['name'].split()[-1]}{'' if p['name'] in people else '(WRONG)'}:{p['confidence']:.2f}")
         print(f"  {name}: {' '.join(sorted(set(rows)))}")
+    bench_references(out, config)
 
 
 if __name__ == "__main__":

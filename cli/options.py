@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from movieid.config import (DETECTOR_THRESHOLDS, ENGINES, FACE_BACKENDS, FORMATS, CastConfig, Config, ConfigError,
-                            EngineConfig, FaceConfig, OutputConfig, ShotConfig, WindowConfig)
+                            EngineConfig, FaceConfig, IdentityConfig, OutputConfig, ShotConfig, WindowConfig)
 
 from .common import FiniteFloat
 
@@ -17,6 +17,7 @@ FLAGS = {
     "shots.detector": "--detector", "shots.threshold": "--threshold", "shots.min_shot_len": "--min-shot-len",
     "shots.max_shot_len": "--max-shot-len", "faces.backend": "--face-backend", "faces.models": "--face-models",
     "faces.size": "--face-size", "faces.min_face": "--min-face", "cast.strict": "--cast-strict",
+    "identity.min_confidence": "--min-confidence",
     "windows.frames_per_shot": "--frames-per-shot", "windows.max_images": "--max-images",
     "engine.name": "--engine", "engine.model": "--model", "engine.variant": "--variant",
     "engine.device": "--device", "engine.batch_size": "--batch-size", "engine.max_new_tokens": "--max-new-tokens",
@@ -87,6 +88,8 @@ pipeline_options = _stack(
                  help="Smallest face analysed (pixels, at --face-size)."),
     click.option("--cast-strict/--no-cast-strict", default=True, show_default=True,
                  help="Fail on a cast photo without exactly one face, or skip it with a warning."),
+    click.option("--min-confidence", type=FiniteFloat(0), default=IdentityConfig.min_confidence, show_default=True,
+                 help="Give a cast name only at this confidence or above (0..1; README: how names are decided)."),
     click.option("--format", "formats", type=click.Choice(FORMATS), multiple=True,
                  help="Output formats (repeatable; default: all three)."),
     click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
@@ -101,7 +104,8 @@ def shot_config(detector, threshold, min_shot_len, max_shot_len) -> ShotConfig:
 
 def build_config(engine, model, variant, device, batch_size, max_new_tokens, mark_faces, vlm_max_pixels, detector,
                  threshold, min_shot_len, max_shot_len, frames_per_shot, max_images, face_backend, face_models,
-                 cache_dir, face_size, min_face, cast_strict, formats, workers, overwrite=False) -> Config:
+                 cache_dir, face_size, min_face, cast_strict, min_confidence, formats, workers,
+                 overwrite=False) -> Config:
     """The flags of annotate or batch as a validated ``Config``."""
     shots = shot_config(detector, threshold, min_shot_len, max_shot_len)
     return _built(lambda: Config(
@@ -109,6 +113,7 @@ def build_config(engine, model, variant, device, batch_size, max_new_tokens, mar
         faces=FaceConfig(backend=face_backend, models=None if face_models is None else str(face_models),
                          size=face_size, min_face=min_face),
         cast=CastConfig(strict=cast_strict),
+        identity=IdentityConfig(min_confidence=min_confidence),
         windows=WindowConfig(frames_per_shot=frames_per_shot, max_images=max_images),
         engine=EngineConfig(name=engine, model=model, variant=variant, device=device, batch_size=batch_size,
                             max_new_tokens=max_new_tokens, mark_faces=mark_faces, max_pixels=vlm_max_pixels),

@@ -60,7 +60,9 @@ def shot_annotation_json(annotation: ShotAnnotation) -> dict:
     people, faces = [], []
     for number, person in enumerate(annotation.people.people):
         people.append({"person": number, "name": person.display_name, "in_cast": person.in_cast,
-                       "similarity": round(person.similarity, 4), "sightings": len(person.track.faces)})
+                       "similarity": round(person.similarity, 4), "sightings": len(person.track.faces),
+                       "cluster": person.cluster, "cluster_frames": person.cluster_frames,
+                       "margin": round(person.margin, 4), "confidence": round(person.confidence, 4)})
         for face, similarity in zip(person.track.faces, person.face_similarities):
             faces.append({"frame": face.frame, "time": round(face.time, 4), "box": face.box.as_list(),
                           "person": number, "name": person.display_name, "in_cast": person.in_cast,

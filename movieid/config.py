@@ -1,6 +1,6 @@
 """The configuration of a run: one typed, nested record, validated once where it is built.
 
-``Config`` holds a section per stage (shots, faces, cast, windows, engine, outputs) and the
+``Config`` holds a section per stage (shots, faces, cast, identity, windows, engine, outputs) and the
 run's environment (workers, cache folder). A bad value raises ``ConfigError`` naming the field
 (``faces.min_face``), never a command-line flag: the CLI maps fields to its flags. The
 sections that decide what the outputs hold are the JSON's ``settings`` (``to_json``).
@@ -83,6 +83,15 @@ class CastConfig:
 
 
 @dataclass(frozen=True)
+class IdentityConfig:
+    min_confidence: float = 0.3        # a name needs this confidence (0..1; ``identity``), by bench/identity.py
+
+    def __post_init__(self) -> None:
+        _finite(self.min_confidence, "identity.min_confidence")
+        _check(self.min_confidence <= 1.0, "identity.min_confidence", "must be at most 1")
+
+
+@dataclass(frozen=True)
 class WindowConfig:
     frames_per_shot: int = 3           # keyframes (test frames) per shot
     max_images: int = 8                # images per window, cast ID images included
@@ -142,6 +151,7 @@ class Config:
     shots: ShotConfig = field(default_factory=ShotConfig)
     faces: FaceConfig = field(default_factory=FaceConfig)
     cast: CastConfig = field(default_factory=CastConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
     windows: WindowConfig = field(default_factory=WindowConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     outputs: OutputConfig = field(default_factory=OutputConfig)
@@ -161,5 +171,6 @@ class Config:
     def to_json(self) -> dict:
         """What the outputs depend on (the JSON's ``settings``; a batch redoes a film when it changes)."""
         return {"shots": dataclasses.asdict(self.shots), "faces": dataclasses.asdict(self.faces),
-                "cast": dataclasses.asdict(self.cast), "windows": dataclasses.asdict(self.windows),
+                "cast": dataclasses.asdict(self.cast), "identity": dataclasses.asdict(self.identity),
+                "windows": dataclasses.asdict(self.windows),
                 "engine": {"name": self.engine.name, **self.engine.to_json()}}

@@ -78,7 +78,8 @@ def analyse(film: Film, cast: Cast, backend: FaceBackend, config: Config, pool: 
                         on_frame=lambda n: report(progress, "shots", n, film.frame_count))
     shot_faces = analyse_faces(scanned, film, face_size, config.faces.min_face, pool,
                                on_shot=lambda n, total: report(progress, "faces", n, total))
-    shots, unknown_count = identify(shot_faces, cast, backend.match_threshold)
+    shots, unknown_count = identify(shot_faces, cast, backend.match_threshold, config.identity.min_confidence,
+                                    backend.cluster_threshold, backend.confidence_margin)
     windows = tuple(build_window(shot, cast, config.windows) for shot in shots)
     log.info("%s: %d shots, %d people seen, %d unknown", film.path, len(shots),
              sum(len(s.people) for s in shots), unknown_count)

@@ -12,6 +12,21 @@ from .files import check_input_file
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
+def to_rgb8(image) -> np.ndarray:
+    """A PIL image as RGB uint8. High-bit-depth modes (16-bit PNG and TIFF greyscale, 32-bit
+    integer and float) are scaled into 0..255: PIL's own ``convert`` clips them, turning a
+    16-bit photo white."""
+    if image.mode.startswith("I") or image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode == "F" and values.size and np.nanmax(values) <= 1.0:
+            values = values * 255.0                     # float images are 0..1
+        elif image.mode != "F":
+            values = values / 257.0                     # 0..65535 -> 0..255
+        grey = np.clip(np.nan_to_num(values), 0, 255).round().astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))
+
+
 def load_rgb(path: str | Path) -> np.ndarray:
     """An image file as RGB uint8 [H, W, 3], turned upright by its EXIF orientation."""
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -23,7 +38,7 @@ def load_rgb(path: str | Path) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 image = ImageOps.exif_transpose(image)
-                return np.asarray(image.convert("RGB"))
+                return to_rgb8(image)
     except UnidentifiedImageError:
         raise MovieIdError("not an image (unrecognised format or corrupt data)", path) from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):

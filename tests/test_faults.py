@@ -340,7 +340,7 @@ def _grey16_photo(package_cast: Path, path: Path) -> Path:
 def test_a_16_bit_greyscale_photo_is_scaled_not_clipped(package_cast, tmp_path):
     from PIL import Image
 
-    from movieid.images import load_rgb
+    from movieid.models.images import load_rgb
 
     photo = _grey16_photo(package_cast, tmp_path / "rachel16.png")
     with Image.open(photo) as image:

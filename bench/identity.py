@@ -33,7 +33,7 @@ from movieid.annotation import document  # noqa: E402
 from movieid.config import Config, FaceConfig, IdentityConfig, ShotConfig  # noqa: E402
 from movieid.filmmaker import FilmSpec, ShotSpec, make_film  # noqa: E402
 from movieid.pipeline import annotate  # noqa: E402
-from sample_videos.build_sample import build_cast, crop, film_spec, package_photo  # noqa: E402
+from sample_videos.build_sample import build_cast, film_spec, package_photo  # noqa: E402
 
 SHARED = (REPO / ".." / "shared" / "fixtures").resolve()
 FACES, OPENFACE = SHARED / "faces", SHARED / "faces-openface"

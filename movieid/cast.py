@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import MovieIdError
 from .faces.base import FaceBackend
-from .files import default_cache_dir, sha256_file, write_file
+from .files import check_input_file, default_cache_dir, sha256_file, write_file
 from .models.errors import InputError
 from .models.images import check_image_file, load_rgb
 from .records import Box, Cast, CastMember, ReferencePhoto

@@ -20,7 +20,7 @@ from .config import IMAGE_TOKENS
 from .generation import alpha_for
 from .language import positions_for
 from .model import ROLES, IdaVlm
-from .prompt import chat_prompt, count_images
+from .prompt import chat_prompt
 from .tokenizer import IMG_END, IMG_START, QwenTokenizer
 
 IGNORE_INDEX = -100  # label of positions without loss (prompt, images, padding)

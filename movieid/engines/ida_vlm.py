@@ -22,9 +22,6 @@ from .text import GENERAL_INSTRUCTION, INSTRUCTION, clean_caption, mentioned_nam
 log = logging.getLogger(__name__)
 
 AUTO_CHUNK = 64   # windows per generate() call when the model sizes its own batches
-INSTRUCTION = "Describe in one or two sentences who is doing what, calling each person by name."
-GENERAL_AUTO_CHUNK = 64   # windows per generate() call when the model sizes its own batches
-INSTRUCTION = "Describe in one or two sentences who is doing what."
 
 
 class IdaVlmEngine(Engine):

@@ -306,7 +306,8 @@ class LossModule(nn.Module):
 def merge_lora(weights: dict[str, torch.Tensor], like: IdaVlm, config, adapter_dir=None) -> dict[str, torch.Tensor]:
     """Published weights from a LoRA model's full state dict (peft names, e.g. ``...c_attn.base_layer.weight``
     and ``...c_attn.lora_A.default.weight``): a model of ``like``'s shape is rebuilt on the meta device
-    around ``weights``, its adapters saved to ``adapter_dir`` (peft's layout) and merged by peft."""
+    around ``weights``, its adapters saved to ``adapter_dir`` (peft's layout) and merged by peft.
+    The tensors of ``weights`` are used as they are (no copy; the merged ones change in place)."""
     from peft import get_peft_model
 
     with torch.device("meta"):

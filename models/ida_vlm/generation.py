@@ -276,13 +276,3 @@ def group_ranges(rows: list[Row]) -> list[tuple[int, int]]:
         else:
             ranges.append((i, i + 1))
     return ranges
-
-
-def split_batches(rows: list[Row], limit: Callable[[list[Row]], int]) -> list[list[Row]]:
-    """Consecutive batches, each as long as ``limit(remaining rows)`` allows."""
-    batches, start = [], 0
-    while start < len(rows):
-        size = max(1, limit(rows[start:]))
-        batches.append(rows[start:start + size])
-        start += size
-    return batches

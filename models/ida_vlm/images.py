@@ -51,8 +51,3 @@ def preprocess(images: Sequence[ImageSource], size: int, device: torch.device) -
         resized = resized.pin_memory()
     return normalise(resized.to(device, non_blocking=True))
 
-
-def image_size(image: ImageSource) -> tuple[int, int]:
-    """(width, height) of the upright image."""
-    height, width = load_rgb(image).shape[:2]
-    return width, height

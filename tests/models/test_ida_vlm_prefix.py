@@ -13,7 +13,7 @@ from movieid.models.ida_vlm import RoleImage, build_id_query
 from movieid.models.ida_vlm import model as model_module
 from movieid.models.ida_vlm.config import IdaVlmConfig
 from movieid.models.ida_vlm.generation import (Row, SharedPrefix, alpha_for, group_ranges, plan_rows, prefill_chunks,
-                                               rows_that_fit, shared_prefixes, split_batches)
+                                               rows_that_fit, shared_prefixes)
 from movieid.models.ida_vlm.language import KVCache
 from movieid.models.ida_vlm.prompt import chat_prompt
 from tests.helpers.tiny_ida_vlm import TINY_CONFIG, make_request
@@ -169,7 +169,6 @@ def test_rows_are_planned_by_group_then_suffix_length(monkeypatch):
     assert prefill_chunks(rows) == [(0, 2), (2, 3), (3, 5), (5, 6)]
     monkeypatch.setattr("movieid.models.ida_vlm.generation.PREFILL_TOKENS", 300)
     assert prefill_chunks(rows) == [(0, 2), (2, 3), (3, 4), (4, 5), (5, 6)]
-    assert split_batches(rows, lambda rest: 4) == [rows[:4], rows[4:]]
 
 
 def test_batch_size_follows_free_memory():

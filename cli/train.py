@@ -65,14 +65,14 @@ A killed run resumes from its last saved state when started again with the same 
 def train(verbose, quiet, lora_targets, **options):
     """Fine-tune IDA-VLM on ID-reference conversations; write a checkpoint in the published layout."""
     setup_logging(verbose, quiet)
-    from movieid.training import TrainOptions
-    from movieid.training import train as run
-
     targets = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
     if not targets:
         raise click.UsageError("--lora-targets names no module")
     if options["steps"] and options["epochs"]:
         raise click.UsageError("give --steps or --epochs, not both")
+    from movieid.training import TrainOptions
+    from movieid.training import train as run
+
     summary = run(TrainOptions(lora_targets=targets, **options), progress=False if quiet else None)
     if quiet:
         return

@@ -83,7 +83,7 @@ class Judge:
         problem = ""
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(2 ** attempt)
+                time.sleep(attempt)
             request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:

@@ -367,8 +367,8 @@ def _run_judge(judge, work: list[tuple[Item, str, dict]], types: dict[str, TypeS
 # ---- answering -----------------------------------------------------------------------------
 
 def keep_valid_lines(path: Path) -> set[str]:
-    """Rewrite the predictions file with only its valid lines (a kill can leave half a line) and
-    return the ids it already answers."""
+    """Rewrite the predictions file with only its answered lines (a kill can leave half a line;
+    items whose answering failed are tried again) and return the ids it already answers."""
     if not path.is_file():
         return set()
     kept, ids = [], set()
@@ -378,7 +378,7 @@ def keep_valid_lines(path: Path) -> set[str]:
             key = str(record["id"])
         except (ValueError, KeyError, TypeError):
             continue
-        if key not in ids:
+        if isinstance(record.get("answer"), str) and key not in ids:
             ids.add(key)
             kept.append(line)
     tmp = path.with_name(path.name + ".tmp")
@@ -400,15 +400,15 @@ def answer_benchmark(answer_batch: Callable[[list[tuple[Item, list]]], list[str]
     with open(predictions, "a", encoding="utf-8") as out, tqdm(
             total=len(todo), desc="answering", unit="item", disable=True if progress is False else None) as bar:
         for start in range(0, len(todo), batch_size):
-            ready, lines = [], []
-            for item in todo[start:start + batch_size]:
+            chunk, ready, lines = todo[start:start + batch_size], [], {}
+            for item in chunk:
                 try:
                     ready.append((item, [load_image(image_path(images_dir, p)) for p in item.images]))
                 except InputError as error:
-                    lines.append(_line(item, None, error.problem))
+                    lines[item.id] = _line(item, None, error.problem)
             for (item, _), (text, problem) in zip(ready, _answer_each(answer_batch, ready)):
-                lines.append(_line(item, text, problem))
-            for line in lines:
+                lines[item.id] = _line(item, text, problem)
+            for line in (lines[item.id] for item in chunk):
                 out.write(json.dumps(line) + "\n")
                 failed += line["answer"] is None
                 answered += line["answer"] is not None

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from torch import nn
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from ..models.ida_vlm import IdaVlm
 from ..models.ida_vlm.saving import checkpoint_dtype, save_published
@@ -19,6 +18,8 @@ def export_checkpoint(module: nn.Module, model: IdaVlm, options, source: Path, o
                       processes: Processes) -> list[Path]:
     """Write ``output`` as a checkpoint in the dtype of ``source`` (every process takes part in
     gathering; the main one writes). Returns the files written."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
     full = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if not processes.main:
         return []

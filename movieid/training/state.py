@@ -10,16 +10,13 @@ import shutil
 from pathlib import Path
 
 import torch
-import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from ..errors import MovieIdError
 from .distributed import Processes, barrier
 
 STATE = "state"
 FINISHED = "finished.json"
-_OPTIONS = StateDictOptions(ignore_frozen_params=True)
 
 
 def saved_steps(output: Path) -> list[tuple[int, Path]]:
@@ -35,13 +32,17 @@ def saved_steps(output: Path) -> list[tuple[int, Path]]:
 def save(output: Path, step: int, module: nn.Module, optimizer: torch.optim.Optimizer,
          scheduler, processes: Processes, keep: int = 1) -> Path:
     """Save the state after ``step`` optimizer steps; every process takes part."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
     final = output / STATE / f"step-{step:08d}"
     staging = final.with_name(final.name + ".saving")
     if processes.main:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
     barrier(processes)
-    model_state, optim_state = get_state_dict(module, optimizer, options=_OPTIONS)
+    model_state, optim_state = get_state_dict(module, optimizer,
+                                              options=StateDictOptions(ignore_frozen_params=True))
     dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=staging)
     torch.save(_rng_state(), staging / f"rng-{processes.rank}.pt")
     barrier(processes)
@@ -58,8 +59,11 @@ def save(output: Path, step: int, module: nn.Module, optimizer: torch.optim.Opti
 def load(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
          processes: Processes) -> int:
     """Restore a state saved by ``save``; returns its step."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+
     meta = json.loads((path / "meta.json").read_text())
-    model_state, optim_state = get_state_dict(module, optimizer, options=_OPTIONS)
+    model_state, optim_state = get_state_dict(module, optimizer, options=StateDictOptions(ignore_frozen_params=True))
     state = {"model": model_state, "optim": optim_state}
     try:
         dcp.load(state, checkpoint_id=path)

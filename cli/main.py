@@ -85,6 +85,8 @@ def cli():
     movieid annotate film.mp4 --cast cast/      captions next to the film
     movieid shots film.mp4                      the shot list
     movieid cast check cast/                    validate a cast folder
+    movieid cast suggest film.mp4 -o cast/      cast folders of the people the film shows
+    movieid report film.json                    the review page of an annotation
     """
 
 
@@ -120,6 +122,27 @@ def _face_options(func):
     return func
 
 
+def _output_options(func):
+    """What is written: formats, text-track conventions, the audio-description track."""
+    from movieid.writers import CHOICES
+
+    options = [
+        click.option("--format", "formats", type=click.Choice(CHOICES), multiple=True,
+                     help="Output formats (repeatable; default: srt, vtt and json). html: the review page; "
+                          "csv: one row per shot; otio: an OpenTimelineIO timeline with a marker per shot."),
+        click.option("--ad", is_flag=True,
+                     help="Also write an audio-description track (FILM.ad.vtt / FILM.ad.srt) placed in the "
+                          "pauses between speech (needs silero-vad: pip install 'movieid[ad]')."),
+        click.option("--reading-speed", type=click.FloatRange(min=1), default=15.0, show_default=True,
+                     help="--ad: characters per second a description line needs."),
+        click.option("--min-duration", type=click.FloatRange(min=0), default=1.0, show_default=True,
+                     help="Shortest time in seconds a subtitle stays on screen (every text track)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def _pipeline_options(func):
     """The options annotate and batch share: engine, shots, windows, faces, cast."""
     options = [
@@ -145,12 +168,19 @@ def _pipeline_options(func):
                      help="Smallest face analysed (pixels, at --face-size)."),
         click.option("--cast-strict/--no-cast-strict", default=True, show_default=True,
                      help="Fail on a cast photo without exactly one face, or skip it with a warning."),
-        click.option("--format", "formats", type=click.Choice(["srt", "vtt", "json"]), multiple=True,
-                     help="Output formats (repeatable; default: all three)."),
+        _output_options,
     ]
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def _track_options(ad, reading_speed, min_duration, **_):
+    """(text-track style, audio-description options or None) from the output options."""
+    from movieid.describe import AdOptions
+    from movieid.subtitles import TrackStyle
+
+    return TrackStyle(min_duration=min_duration), AdOptions(reading_speed=reading_speed) if ad else None
 
 
 def _annotate_options(engine, model, variant, device, batch_size, max_new_tokens, detector, threshold,
@@ -200,16 +230,23 @@ or a cast.yaml listing names, aliases and photos. Each photo must show exactly o
 def annotate(film, cast_dir, output, overwrite, formats, verbose, quiet, **pipeline):
     """Write per-shot captions of FILM as SRT, WebVTT and JSON."""
     _setup_logging(verbose, quiet)
+    from movieid.describe import describe_film
     from movieid.pipeline import Annotator
     from movieid.video import probe
-    from movieid.writers import FORMATS, check_outputs, write_outputs
+    from movieid.writers import FORMATS, check_outputs, with_ad, write_outputs
 
     options = _annotate_options(**pipeline)
+    style, ad = _track_options(**pipeline)
     film = probe(film)  # a bad film fails before any model loads
-    paths = check_outputs(output or film.path.parent, film.path.stem, formats or FORMATS, overwrite)
-    with Annotator(options, cast_dir, progress=False if quiet else None) as annotator:
+    paths = check_outputs(output or film.path.parent, film.path.stem, with_ad(formats or FORMATS, ad is not None),
+                          overwrite)
+    progress = False if quiet else None
+    with Annotator(options, cast_dir, progress=progress) as annotator:
         result = annotator.annotate(film)
-    written = write_outputs(result, paths)
+    doc = result.to_json()
+    if ad is not None:
+        doc = describe_film(doc, film.path, ad, style, progress=progress)
+    written = write_outputs(doc, paths, style, progress=progress)
     if not quiet:
         named = sorted({n for s in result.shots for n in s.faces.names() if not n.startswith("Unknown")})
         click.echo(f"{film.path.name}: {len(result.shots)} shots, cast on screen: {', '.join(named) or 'nobody'}; "
@@ -256,10 +293,12 @@ def batch(source, output, cast_dir, workers, ray_address, retry_failed, keep_goi
     _setup_logging(verbose, quiet)
     from movieid.batch import BatchOptions, run_batch
     from movieid.video import format_time
-    from movieid.writers import FORMATS
+    from movieid.writers import FORMATS, with_ad
 
-    options = BatchOptions(annotate=_annotate_options(**pipeline), formats=tuple(formats or FORMATS),
-                           workers=workers, ray=ray_address, retry_failed=retry_failed, keep_going=keep_going)
+    style, ad = _track_options(**pipeline)
+    options = BatchOptions(annotate=_annotate_options(**pipeline), formats=with_ad(formats or FORMATS, ad is not None),
+                           workers=workers, ray=ray_address, retry_failed=retry_failed, keep_going=keep_going,
+                           style=style, ad=ad)
     summary = run_batch(Path(source), output, cast_dir, options, progress=False if quiet else None)
     if not quiet:
         click.echo(f"{'done':>8} {'skipped':>8} {'failed':>8} {'time':>13}")
@@ -380,6 +419,96 @@ def cast_check(cast_dir, face_backend, face_models, cache_dir, as_json, verbose,
                        f"{'s' if problems != 1 else ''} ({backend.name})", err=True)
     if problems:
         sys.exit(1)
+
+
+@cast.command("suggest", epilog="""\b
+Examples:
+  movieid cast suggest film.mp4 -o cast/                  # cast/Unknown 1/, cast/Unknown 2/, cast/index.html
+  movieid cast suggest film.mp4 --cast known/ -o known/   # only the people known/ does not know
+\b
+Each folder holds the best face crops of one person who recurs in the film (largest,
+sharpest, most frontal); index.html shows them, most screen time first. Rename a folder
+to the person's name and it is a cast member for the next annotate.
+""")
+@click.argument("film")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the suggested cast folders and index.html.")
+@click.option("--cast", "cast_dir", type=click.Path(path_type=Path), default=None,
+              help="The cast already known (its people are not suggested).")
+@click.option("--photos", type=click.IntRange(min=1), default=3, show_default=True, help="Face crops per person.")
+@click.option("--min-shots", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Suggest people seen in at least this many cuts.")
+@click.option("--overwrite", is_flag=True, help="Replace suggested folders and index.html that exist.")
+@_shot_options
+@_face_options
+@click.option("--face-size", type=click.IntRange(min=64), default=1280, show_default=True,
+              help="Longest side of frames for face analysis, in pixels.")
+@click.option("--min-face", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Smallest face analysed (pixels, at --face-size).")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Face-analysis processes (0: one per CPU core).")
+@common
+def cast_suggest(film, output, cast_dir, photos, min_shots, overwrite, detector, threshold, min_shot_len,
+                 max_shot_len, face_backend, face_models, cache_dir, face_size, min_face, workers, verbose, quiet):
+    """Suggest cast folders for the people FILM shows who are not in --cast."""
+    _setup_logging(verbose, quiet)
+    from movieid.cast_suggest import suggest_cast
+    from movieid.pipeline import AnnotateOptions
+
+    options = AnnotateOptions(
+        shots=_make_shot_options(detector, threshold, min_shot_len, max_shot_len), face_backend=face_backend,
+        face_models=None if face_models is None else str(face_models), face_size=face_size, min_face=min_face,
+        workers=workers, cache_dir=None if cache_dir is None else str(cache_dir))
+    found = suggest_cast(film, output, cast_dir, options, count=photos, min_shots=min_shots, overwrite=overwrite,
+                         progress=False if quiet else None)
+    if not quiet:
+        for s in found:
+            click.echo(f"{s.label}: {len(s.photos)} photo{'s' if len(s.photos) != 1 else ''}, on screen "
+                       f"{s.seconds:.1f} s in {s.shots} shot{'s' if s.shots != 1 else ''} -> {s.folder}")
+        click.echo(f"{len(found)} {'person' if len(found) == 1 else 'people'} suggested; contact sheet "
+                   f"{output / 'index.html'}", err=True)
+
+
+# ----------------------------------------------------------------------------- report
+
+@cli.command(epilog="""\b
+Examples:
+  movieid report film.json                       # film.html beside the JSON
+  movieid report film.json --film /films/film.mp4 -o review/film.html --overwrite
+\b
+The JSON is checked against the annotation schema first. With the film (--film, the path
+the JSON records, or a file of that name beside the page), keyframes become thumbnails and
+the page plays the film with its captions.
+""")
+@click.argument("annotation", metavar="FILM.json", type=click.Path(path_type=Path))
+@click.option("--film", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The annotated film (default: the path the JSON records).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The page to write, *.html (default: FILM.html beside the JSON).")
+@click.option("--overwrite", is_flag=True, help="Replace the page if it exists.")
+@click.option("--min-duration", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Shortest time in seconds a subtitle stays on screen (the page's caption track).")
+@common
+def report(annotation, film, output, overwrite, min_duration, verbose, quiet):
+    """Write the review page (HTML) of an annotation JSON."""
+    _setup_logging(verbose, quiet)
+    from movieid.annotation import read_annotation
+    from movieid.subtitles import TrackStyle
+    from movieid.writers import check_outputs, write_outputs
+
+    output = output or annotation.with_suffix(".html")
+    if output.suffix.lower() != ".html":
+        raise click.BadParameter("the page must be a .html file", param_hint="-o/--output")
+    doc = read_annotation(annotation)
+    if film is not None:
+        from movieid.video import check_readable_file
+
+        check_readable_file(film, "video file")
+    paths = check_outputs(output.parent, output.stem, ["html"], overwrite)
+    written = write_outputs(doc, paths, TrackStyle(min_duration=min_duration), film=film,
+                            progress=False if quiet else None)
+    if not quiet:
+        click.echo(f"wrote {written[0]}")
 
 
 # ----------------------------------------------------------------------------- models

@@ -10,12 +10,14 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
+from pathlib import Path
 
 from . import __version__
 from .cast import Cast
 from .engines.base import Caption
+from .errors import MovieIdError
 from .identity import ShotFaces
-from .video import Film
+from .video import Film, check_readable_file
 from .windows import Window
 
 SCHEMA_VERSION = "1.0"
@@ -94,3 +96,24 @@ def validate(document: dict) -> None:
     import jsonschema
 
     jsonschema.Draft202012Validator(load_schema()).validate(document)
+
+
+def read_annotation(path: str | Path) -> dict:
+    """An annotation JSON file (e.g. one a person has edited), checked against the schema;
+    any problem is one ``MovieIdError`` line naming the file and the place."""
+    import jsonschema
+
+    path = Path(path)
+    check_readable_file(path, "annotation file")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise MovieIdError("is not a text file (an annotation is JSON)", path) from None
+    except json.JSONDecodeError as exc:
+        raise MovieIdError(f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", path) from None
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(load_schema()).iter_errors(document))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "top level"
+        message = error.message if len(error.message) <= 160 else error.message[:157] + "..."
+        raise MovieIdError(f"does not follow the annotation schema at {where}: {message}", path)
+    return document

@@ -1,51 +1,86 @@
-"""Write an annotation as SRT, WebVTT and JSON, atomically.
+"""Write an annotation as SRT, WebVTT, JSON, and on request HTML, CSV, OTIO and
+audio-description tracks, atomically.
 
-Every file is written to a temporary name in the output folder and renamed into place
-only when all of them are complete, so a failure never leaves a half-written output.
+Every renderer is a function of the annotation's JSON document (the dict the schema
+describes), so ``movieid report`` re-renders an edited JSON the same way. Every file is
+written to a temporary name in the output folder and renamed into place only when all of
+them are complete, so a failure never leaves a half-written output.
 """
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from datetime import timedelta
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from .annotation import FilmAnnotation
 from .errors import MovieIdError
-from .video import format_time
+from .subtitles import TrackStyle, render_srt, render_vtt
 
-FORMATS = ("srt", "vtt", "json")
+if TYPE_CHECKING:
+    from .annotation import FilmAnnotation
+
+FORMATS = ("srt", "vtt", "json")                  # written by default
+EXTRA_FORMATS = ("html", "csv", "otio")           # on request (--format)
+AD_FORMATS = {"srt": "ad.srt", "vtt": "ad.vtt"}   # with --ad: a description track beside each caption track
+CHOICES = FORMATS + EXTRA_FORMATS
+ALL_FORMATS = CHOICES + tuple(AD_FORMATS.values())
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK
 
 
-def _srt(annotation: FilmAnnotation) -> str:
-    import srt
-
-    cues = [srt.Subtitle(index=i, start=timedelta(seconds=s.shot.start), end=timedelta(seconds=s.shot.end),
-                         content=s.caption.text)
-            for i, s in enumerate(annotation.shots, 1)]
-    return srt.compose(cues, reindex=False)
-
-
-def _vtt(annotation: FilmAnnotation) -> str:
-    import webvtt
-
-    doc = webvtt.WebVTT()
-    for s in annotation.shots:
-        doc.captions.append(webvtt.Caption(format_time(s.shot.start), format_time(s.shot.end),
-                                           s.caption.text, identifier=f"shot-{s.shot.index}"))
-    return doc.content
+@dataclass(frozen=True)
+class RenderContext:
+    path: Path                         # where the output goes
+    style: TrackStyle = TrackStyle()   # text-track conventions
+    film: Path | None = None           # the annotated film (default: the path the document records)
+    progress: bool | None = None
 
 
-def _json(annotation: FilmAnnotation) -> str:
-    return json.dumps(annotation.to_json(), indent=2, ensure_ascii=False) + "\n"
+def _json(doc: dict, ctx: RenderContext) -> str:
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
 
-RENDERERS: dict[str, Callable[[FilmAnnotation], str]] = {"srt": _srt, "vtt": _vtt, "json": _json}
+def _html(doc: dict, ctx: RenderContext) -> str:
+    from .report import render_html
+
+    return render_html(doc, film=ctx.film, base=ctx.path.parent, style=ctx.style, progress=ctx.progress)
+
+
+def _csv(doc: dict, ctx: RenderContext) -> str:
+    from .exports import render_csv
+
+    return render_csv(doc)
+
+
+def _otio(doc: dict, ctx: RenderContext) -> str:
+    from .exports import render_otio
+
+    return render_otio(doc)
+
+
+def _ad(render: str) -> Callable[[dict, RenderContext], str]:
+    def renderer(doc: dict, ctx: RenderContext) -> str:
+        from . import describe
+
+        return getattr(describe, render)(doc, ctx.style)
+    return renderer
+
+
+RENDERERS: dict[str, Callable[[dict, RenderContext], str]] = {
+    "srt": lambda doc, ctx: render_srt(doc, ctx.style),
+    "vtt": lambda doc, ctx: render_vtt(doc, ctx.style),
+    "json": _json, "html": _html, "csv": _csv, "otio": _otio,
+    "ad.srt": _ad("render_ad_srt"), "ad.vtt": _ad("render_ad_vtt"),
+}
+
+
+def with_ad(formats: Sequence[str], ad: bool) -> tuple[str, ...]:
+    """The formats to write: with ``ad``, a description track for each caption track chosen."""
+    formats = tuple(dict.fromkeys(formats))
+    return formats + tuple(AD_FORMATS[f] for f in formats if ad and f in AD_FORMATS)
 
 
 def output_paths(out_dir: Path, stem: str, formats: Sequence[str]) -> dict[str, Path]:
@@ -72,12 +107,14 @@ def check_outputs(out_dir: Path, stem: str, formats: Sequence[str], overwrite: b
     return paths
 
 
-def write_outputs(annotation: FilmAnnotation, paths: dict[str, Path]) -> list[Path]:
-    """Render every format, then move all files into place together."""
+def write_outputs(annotation: "FilmAnnotation | dict", paths: dict[str, Path], style: TrackStyle = TrackStyle(),
+                  film: Path | None = None, progress: bool | None = None) -> list[Path]:
+    """Render every format of an annotation (or its JSON document), then move all files into place together."""
+    doc = annotation if isinstance(annotation, dict) else annotation.to_json()
     staged: list[tuple[str, Path]] = []
     try:
         for fmt, path in paths.items():
-            text = RENDERERS[fmt](annotation)
+            text = RENDERERS[fmt](doc, RenderContext(path, style, film, progress))
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             staged.append((tmp, path))
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
@@ -102,7 +139,7 @@ def write_outputs(annotation: FilmAnnotation, paths: dict[str, Path]) -> list[Pa
 def remove_stale_temp_files(folder: Path) -> int:
     """Delete temporary files a killed run left behind (``.<name>.<random>.tmp`` beside outputs)."""
     removed = 0
-    for fmt in FORMATS:
+    for fmt in ALL_FORMATS:
         for path in Path(folder).rglob(f".*.{fmt}.*.tmp"):
             try:
                 path.unlink()

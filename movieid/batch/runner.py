@@ -30,7 +30,9 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..errors import MovieIdError
+from ..describe import AdOptions, describe_film
 from ..pipeline import AnnotateOptions, Analyzer, Captioner, FilmAnalysis, load_cast_with_progress
+from ..subtitles import TrackStyle
 from ..writers import FORMATS, remove_stale_temp_files, write_outputs
 from .jobs import Job, cast_fingerprint, find_jobs, fingerprint
 from .journal import Journal
@@ -48,6 +50,8 @@ class BatchOptions:
     ray: str | None = None            # Ray address: "auto", "local", "host:port", "ray://..."
     retry_failed: bool = False
     keep_going: bool = True
+    style: TrackStyle = field(default_factory=TrackStyle)   # text-track conventions
+    ad: AdOptions | None = None                            # audio description (formats then hold ad.*)
 
 
 @dataclass
@@ -272,7 +276,8 @@ class RayCaptions:
 def settings_digest(options: BatchOptions, cast: Path | None, backend_model: str) -> str:
     """What a film's outputs depend on besides the film: a changed value redoes the film."""
     data = {"tool": __version__, "options": options.annotate.to_json(), "formats": sorted(options.formats),
-            "cast": cast_fingerprint(cast), "face_model": backend_model}
+            "cast": cast_fingerprint(cast), "face_model": backend_model, "tracks": options.style.to_json(),
+            "ad": None if options.ad is None else options.ad.to_json()}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -376,7 +381,10 @@ def _execute(plan, options: BatchOptions, journal: Journal, summary: Summary, pr
                 try:
                     annotation.title = job.title
                     job.output_dir.mkdir(parents=True, exist_ok=True)
-                    written = write_outputs(annotation, job.outputs(options.formats))
+                    doc = annotation.to_json()
+                    if options.ad is not None:
+                        doc = describe_film(doc, job.film, options.ad, options.style, progress=False)
+                    written = write_outputs(doc, job.outputs(options.formats), options.style, progress=False)
                 except Exception as exc:  # the batch goes on: the film is recorded as failed
                     reason = _reason(exc)
             record(job, analysed[job.key] + seconds, reason, written)

@@ -29,7 +29,7 @@ from .video import Film, FrameReader, format_time
 log = logging.getLogger(__name__)
 
 UNKNOWN_PREFIX = "Unknown"
-PRESELECT = 24            # largest faces of a person whose pixels are looked at
+PRESELECT = 16            # largest faces of a person whose pixels are looked at
 MARGINS = (0.6, 0.3)      # crop margin around the face box (fraction of its size), tried in order
 MIN_CROP_FACE = 160       # crops are enlarged so the face is at least this many pixels
 JPEG_QUALITY = 92
@@ -117,11 +117,12 @@ def rank_faces(film: Film, faces: list[_Candidate], reader: FrameReader) -> list
     return [(scored[i][0], scored[i][1]) for i in order]
 
 
-def _reference_crop(frame: np.ndarray, candidate: _Candidate, backend: FaceBackend | None) -> np.ndarray | None:
-    """A crop that shows exactly this one face (checked with ``backend``), enlarged for detection."""
+def _reference_crop(frame: np.ndarray, candidate: _Candidate, backend: FaceBackend | None):
+    """(crop, its face) showing exactly this one face, enlarged for detection; checked with
+    ``backend`` (the one usable face it finds must be the one in the middle), or (None, None)."""
     import cv2
 
-    from .cast import photo_problem
+    from .cast import usable_faces
 
     for margin in MARGINS:
         crop = _crop(frame, candidate.box, margin)
@@ -130,27 +131,45 @@ def _reference_crop(frame: np.ndarray, candidate: _Candidate, backend: FaceBacke
             crop = cv2.resize(crop, (round(crop.shape[1] * scale), round(crop.shape[0] * scale)),
                               interpolation=cv2.INTER_LANCZOS4)
         crop = np.ascontiguousarray(crop)
-        if backend is None or photo_problem(backend.detect(crop)) is None:
-            return crop
-    return None
+        if backend is None:
+            return crop, None
+        faces = usable_faces(backend.detect(crop))
+        if len(faces) == 1:
+            cx, cy = faces[0].box.center
+            h, w = crop.shape[:2]
+            if abs(cx - w / 2) < 0.25 * w and abs(cy - h / 2) < 0.25 * h:
+                return crop, faces[0]
+    return None, None
 
 
 def pick_photos(film: Film, faces: list[_Candidate], reader: FrameReader, backend: FaceBackend | None,
                 count: int = 3) -> list[tuple[_Candidate, np.ndarray]]:
-    """The best ``count`` usable crops of one person, from different shots where possible."""
-    ranked = rank_faces(film, faces, reader)
+    """The best ``count`` usable crops of one person, from different shots where possible.
+
+    With a backend, crops are embedded and only those that look like the label's most
+    typical face (its medoid) are kept, so a label that caught a second person now and then
+    still yields photos of one person.
+    """
+    usable = []
+    for candidate, frame in rank_faces(film, faces, reader):
+        crop, face = _reference_crop(frame, candidate, backend)
+        if crop is not None:
+            usable.append((candidate, crop, face))
+    if backend is not None and usable:
+        vectors = np.stack([backend.embed(crop, [face])[0].embedding for _, crop, face in usable])
+        sims = vectors @ vectors.T
+        medoid = int(np.argmax(sims.mean(axis=1)))
+        usable = [u for u, sim in zip(usable, sims[medoid]) if sim >= backend.match_threshold]
     chosen: list[tuple[_Candidate, np.ndarray]] = []
     for pass_ in (0, 1):
-        for candidate, frame in ranked:
+        for candidate, crop, _ in usable:
             if len(chosen) == count:
                 return chosen
             if any(c is candidate for c, _ in chosen):
                 continue
             if pass_ == 0 and any(c.shot == candidate.shot for c, _ in chosen):
                 continue
-            crop = _reference_crop(frame, candidate, backend)
-            if crop is not None:
-                chosen.append((candidate, crop))
+            chosen.append((candidate, crop))
     return chosen
 
 
@@ -204,7 +223,7 @@ def write_suggestions(doc: dict, film: Film, out: str | Path, backend: FaceBacke
                     thumbs.append({"src": data_uri(np.asarray(small)), "name": name,
                                    "where": f"shot {c.shot}, frame {c.frame}"})
                 suggestions.append(Suggestion(label, seconds, shots, first, out / label, tuple(photos)))
-                sheet.append({"label": label, "seconds": seconds, "time": format_time(seconds), "shots": shots,
+                sheet.append({"label": label, "seconds": seconds, "shots": shots,
                               "first": format_time(first), "photos": thumbs})
         title = doc["film"].get("title") or Path(doc["film"]["path"]).name
         (staging / INDEX).write_text(render_page("contact_sheet.html.j2", title=title, people=sheet, film=doc["film"],

@@ -9,13 +9,11 @@ the ``srt`` and ``webvtt`` libraries.
 """
 from __future__ import annotations
 
-import re
 import textwrap
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Iterable, Sequence
 
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 BREAK_AFTER = (",", ";", ":", ".", "!", "?")
 PUNCTUATION_BONUS = 6     # characters of imbalance a break after punctuation is worth
 
@@ -63,30 +61,43 @@ def _lines(text: str, style: TrackStyle) -> list[str]:
     return lines
 
 
+# Costs of cutting a text into cues: a cue costs most (use as few as fit), then where it ends
+# (a sentence end is free, a clause end cheap, mid-clause dear), then unevenness.
+CUE_COST = 1000.0
+MID_CLAUSE_COST = 60.0
+CLAUSE_END_COST = 20.0
+
+
 def split_text(text: str, style: TrackStyle = TrackStyle()) -> list[str]:
     """The cue texts for one text: each at most ``max_lines`` lines of at most ``max_chars``.
 
-    Whole sentences are kept together in a cue where they fit; a sentence longer than one
-    cue is cut at word boundaries.
+    As few cues as the text needs, cut where a reader pauses (sentence ends, then clause
+    ends) and of similar lengths: a small dynamic programme over the word boundaries.
     """
-    text = " ".join(text.split())
-    if not text:
+    words = text.split()
+    if not words:
         return []
-    chunks: list[str] = []
-    current = ""
-    for sentence in SENTENCE_END.split(text):
-        joined = f"{current} {sentence}".strip()
-        if len(_wrap(joined, style.max_chars)) <= style.max_lines:
-            current = joined
-            continue
-        if current:
-            chunks.append(current)
-        lines = _wrap(sentence, style.max_chars)
-        groups = [" ".join(lines[i:i + style.max_lines]) for i in range(0, len(lines), style.max_lines)]
-        chunks.extend(groups[:-1])
-        current = groups[-1]
-    chunks.append(current)
-    return ["\n".join(_lines(chunk, style)) for chunk in chunks]
+    room = style.max_lines * style.max_chars
+    n = len(words)
+    best = [0.0] + [float("inf")] * n      # best[j]: cost of words[:j]
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j - 1, -1, -1):
+            chunk = " ".join(words[i:j])
+            if len(chunk) > room:
+                break
+            if len(_wrap(chunk, style.max_chars)) > style.max_lines:
+                continue
+            end_cost = 0.0 if j == n or chunk.endswith((".", "!", "?")) else \
+                CLAUSE_END_COST if chunk.endswith((",", ";", ":")) else MID_CLAUSE_COST
+            cost = best[i] + CUE_COST + end_cost + ((room - len(chunk)) / 10) ** 2
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    chunks, j = [], n
+    while j > 0:
+        chunks.append(" ".join(words[cut[j]:j]))
+        j = cut[j]
+    return ["\n".join(_lines(chunk, style)) for chunk in reversed(chunks)]
 
 
 def needed_duration(text: str, style: TrackStyle, reading_speed: float) -> float:

@@ -97,3 +97,77 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
     """Run the real ``movieid`` command line in a subprocess."""
     return subprocess.run([sys.executable, "-m", "movieid", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd or REPO, env=env, timeout=600)
+
+
+# ----------------------------------------------------------------------------- the sample film, speech
+
+def build_sample_module():
+    """``sample_videos/build_sample.py`` (photos inside installed packages) as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_sample", REPO / "sample_videos" / "build_sample.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def sample(films) -> tuple[Path, Path, FilmSpec]:
+    """The bundled sample film and its cast, built as build_sample.py builds them: (film, cast, spec)."""
+    bs = build_sample_module()
+    photos = (bs.package_photo("insightface", "data", "images", "t1.jpg"),
+              bs.package_photo("skimage", "data", "astronaut.png"),
+              bs.package_photo("skimage", "data", "rocket.jpg"), bs.package_photo("skimage", "data", "coffee.png"))
+    out = films / "sample"
+    bs.build_cast(photos[0], photos[1], out / "cast")
+    spec = bs.film_spec(*photos)
+    return make_film(spec, out / "sample.mp4"), out / "cast", spec
+
+
+@pytest.fixture(scope="session")
+def sample_doc(sample, tmp_path_factory) -> dict:
+    """The sample film annotated with its cast (dlib, offline engine): the JSON document."""
+    from movieid.pipeline import AnnotateOptions, annotate
+
+    film, cast, _ = sample
+    options = AnnotateOptions(face_backend="dlib", workers=1, cache_dir=str(tmp_path_factory.mktemp("cache")))
+    return annotate(film, cast, options, progress=False).to_json()
+
+
+# Speech the film below carries: (start in seconds, sentence), spoken by espeak-ng.
+SPEECH = [(0.3, "Hello there. I think we should play another round of cards tonight."),
+          (6.0, "Joey, put the cards down. We are leaving now.")]
+SPEECH_FILM_SECONDS = 12.0
+
+
+@pytest.fixture(scope="session")
+def speech_film(films) -> tuple[Path, list[tuple[float, float]]]:
+    """A 12 s film of four 3 s shots with real speech (espeak-ng) at known times:
+    (film, [(start, end) of each sentence])."""
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng is not installed (Debian: apt-get install espeak-ng)")
+    bs = build_sample_module()
+    t1 = bs.package_photo("insightface", "data", "images", "t1.jpg")
+    rocket = bs.package_photo("skimage", "data", "rocket.jpg")
+    shots = [ShotSpec(t1, 75, "static", ("Rachel",), crop=bs.crop(0, 250, 270, 152)),
+             ShotSpec(t1, 75, "pan_right", ("Ross", "Chandler"), crop=bs.crop(400, 250, 500, 281)),
+             ShotSpec(rocket, 75, "static", ()),
+             ShotSpec(t1, 75, "static", ("Joey",), crop=bs.crop(820, 74, 240, 135))]
+    folder = films / "speech"
+    video = make_film(FilmSpec(shots, width=640, height=360, fps=25), folder / "video.mp4")
+    inputs, filters, truth = [], [], []
+    for i, (start, text) in enumerate(SPEECH):
+        wav = folder / f"line{i}.wav"
+        subprocess.run(["espeak-ng", "-w", str(wav), text], check=True, capture_output=True)
+        seconds = float(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of",
+                                        "csv=p=0", str(wav)], check=True, capture_output=True, text=True).stdout)
+        truth.append((start, start + seconds))
+        inputs += ["-i", str(wav)]
+        filters.append(f"[{i + 1}:a]adelay={int(start * 1000)}:all=1[a{i}]")
+    mix = ";".join(filters) + ";" + "".join(f"[a{i}]" for i in range(len(SPEECH))) + \
+        f"amix=inputs={len(SPEECH)}:normalize=0,apad,atrim=0:{SPEECH_FILM_SECONDS}[out]"
+    film = folder / "speech.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(video), *inputs, "-filter_complex", mix,
+                    "-map", "0:v", "-map", "[out]", "-c:v", "copy", "-c:a", "aac", "-ar", "44100", str(film)],
+                   check=True)
+    return film, truth

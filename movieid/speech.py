@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .errors import MovieIdError
+from .video import _last_line
 
 SAMPLE_RATE = 16000
 FRAME = 512                  # samples per model step at 16 kHz (32 ms)
@@ -91,9 +92,9 @@ def audio_blocks(film: str | Path, block_samples: int = READ_FRAMES * FRAME) -> 
             if not data:
                 break
             yield np.frombuffer(data[:len(data) // 2 * 2], "<i2").astype(np.float32) / 32768.0
-        err = proc.stderr.read().decode(errors="replace").strip()
+        err = proc.stderr.read().decode(errors="replace")
         if proc.wait() != 0:
-            last = err.splitlines()[-1] if err else f"ffmpeg exit code {proc.returncode}"
+            last = _last_line(err, Path(film)) or f"ffmpeg exit code {proc.returncode}"
             raise MovieIdError(f"cannot decode the audio track ({last})", film)
     finally:
         if proc.poll() is None:

@@ -35,7 +35,7 @@ RAY = ["ray>=2.9"]
 # --ad: silero_vad.onnx comes from the silero-vad wheel and runs on onnxruntime; movieid never
 # imports the package, but its metadata requires torch (`pip install --no-deps silero-vad` avoids it).
 AD = ["silero-vad>=5.1"]
-TEST = ["pytest>=8", "onnx>=1.15", "selenium>=4.20", *VLM, *RAY, *AD]
+TEST = ["pytest>=8", "onnx>=1.15", "selenium>=4.20", "otio-cmx3600-adapter>=1.0", *VLM, *RAY, *AD]
 
 setup(
     name="movieid",

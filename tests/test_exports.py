@@ -57,3 +57,21 @@ def test_the_main_person_has_the_most_sightings_then_the_biggest_face(sample_doc
     colours = person_colours(sample_doc)
     assert len(set(colours.values())) == len(colours)          # fewer than eleven people: all distinct
     assert next(iter(colours)) in ("Chandler", "Ross", "Joey", "Unknown 1")   # most screen time first
+
+
+def test_an_editor_gets_the_markers_in_an_edl(sample_doc):
+    """Through OTIO's CMX 3600 adapter (another project's code): one LOC per shot, at the
+    shot's timecode, in the marker's colour."""
+    otio = pytest.importorskip("opentimelineio")
+    if "cmx_3600" not in otio.adapters.available_adapter_names():
+        pytest.skip("the CMX 3600 adapter is not installed (pip install otio-cmx3600-adapter)")
+    timeline = otio.adapters.read_from_string(render_otio(sample_doc), "otio_json")
+    edl = otio.adapters.write_to_string(timeline, "cmx_3600")
+    locs = [line.split(None, 4)[2:] for line in edl.splitlines() if line.startswith("* LOC:")]
+    assert len(locs) == len(sample_doc["shots"])
+    colours = person_colours(sample_doc)
+    for (timecode, colour, *name), shot in zip(locs, sample_doc["shots"]):
+        assert otio.opentime.from_timecode(timecode, 25).to_seconds() == pytest.approx(shot["start"], abs=0.02)
+        main = main_person(shot)
+        assert colour == (colours[main] if main else "BLACK")
+        assert name[0] == (", ".join(shot["names"]) or "(no one)").upper()

@@ -180,6 +180,10 @@ def _track_options(ad, reading_speed, min_duration, **_):
     from movieid.describe import AdOptions
     from movieid.subtitles import TrackStyle
 
+    if ad:
+        from movieid.speech import model_path
+
+        model_path()   # no voice-activity model: fail before any work
     return TrackStyle(min_duration=min_duration), AdOptions(reading_speed=reading_speed) if ad else None
 
 

@@ -67,3 +67,14 @@ def test_batch_writes_the_new_formats_and_redoes_films_when_the_reading_speed_ch
     again = {e["key"]: e["attempts"] for e in json.loads(run_cli("batch-status", out, "--json").stdout)}
     assert all(again[k] == status[k] + 1 for k in status)      # changed settings redo every film
     assert json.loads((out / "speech.json").read_text())["audio_description"]["settings"]["reading_speed"] == 12
+
+
+def test_ad_without_the_voice_activity_model_fails_before_any_work(sample, tmp_path):
+    film, cast, _ = sample
+    fake = tmp_path / "site" / "silero_vad"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    env = {**env_with_cache(tmp_path), "PYTHONPATH": str(tmp_path / "site")}
+    proc = run_cli("annotate", film, "--cast", cast, "-o", tmp_path / "out", "--ad", env=env)
+    assert proc.returncode == 1 and "has no silero_vad.onnx" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

@@ -24,7 +24,9 @@ import numpy as np
 
 from .errors import MovieIdError
 from .faces import FaceBackend
-from .video import Film, FrameReader, format_time
+from .progress import Progress, report
+from .records import Film
+from .video import FrameReader, format_time
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +158,7 @@ def pick_photos(film: Film, faces: list[_Candidate], reader: FrameReader, backen
         if crop is not None:
             usable.append((candidate, crop, face))
     if backend is not None and usable:
-        vectors = np.stack([backend.embed(crop, [face])[0].embedding for _, crop, face in usable])
+        vectors = np.concatenate([backend.embed(crop, [face]) for _, crop, face in usable])
         sims = vectors @ vectors.T
         medoid = int(np.argmax(sims.mean(axis=1)))
         usable = [u for u, sim in zip(usable, sims[medoid]) if sim >= backend.match_threshold]
@@ -181,14 +183,13 @@ def check_targets(out: Path, labels: list[str], overwrite: bool) -> None:
 
 def write_suggestions(doc: dict, film: Film, out: str | Path, backend: FaceBackend | None = None,
                       count: int = 3, min_shots: int = 2, overwrite: bool = False,
-                      progress: bool | None = None) -> list[Suggestion]:
+                      progress: Progress = None) -> list[Suggestion]:
     """Write ``OUT/<Unknown n>/`` folders and the ``OUT/index.html`` contact sheet.
 
     Everything is written into a temporary folder in ``out`` first and moved into place at
     the end, so a failure leaves no half-written suggestion behind.
     """
     from PIL import Image
-    from tqdm import tqdm
 
     from .report import data_uri, render_page
 
@@ -203,11 +204,10 @@ def write_suggestions(doc: dict, film: Film, out: str | Path, backend: FaceBacke
     suggestions: list[Suggestion] = []
     sheet = []
     try:
-        with FrameReader(film) as reader, tqdm(total=len(people), desc="suggest", unit="person", leave=False,
-                                               disable=True if progress is False else None) as bar:
-            for label, seconds, shots, first, faces in people:
+        with FrameReader(film) as reader:
+            for done, (label, seconds, shots, first, faces) in enumerate(people, 1):
                 picked = pick_photos(film, faces, reader, backend, count)
-                bar.update()
+                report(progress, "suggest", done, len(people))
                 if not picked:
                     log.warning("%s: no usable face crop of %s; not suggested", film.path, label)
                     continue
@@ -243,17 +243,19 @@ def write_suggestions(doc: dict, film: Film, out: str | Path, backend: FaceBacke
     return suggestions
 
 
-def suggest_cast(film: str | Path, out: str | Path, known_cast: str | Path | None = None, options=None,
+def suggest_cast(film: str | Path, out: str | Path, known_cast: str | Path | None = None, config=None,
                  count: int = 3, min_shots: int = 2, overwrite: bool = False,
-                 progress: bool | None = None) -> list[Suggestion]:
+                 progress: Progress = None) -> list[Suggestion]:
     """Annotate ``film`` (with ``known_cast``) and suggest the people it does not know."""
+    from .annotation import document
+    from .config import Config
     from .faces import load_backend
-    from .pipeline import AnnotateOptions, annotate
+    from .pipeline import annotate
     from .video import probe
 
-    options = options or AnnotateOptions()
+    config = config or Config()
     info = probe(film)
     check_targets(Path(out), [], overwrite)
-    doc = annotate(info.path, known_cast, options, progress=progress).to_json()
-    backend = load_backend(options.face_backend, options.face_models)
+    doc = document(annotate(info, known_cast, config, progress))
+    backend = load_backend(config.faces.backend, config.faces.models)
     return write_suggestions(doc, info, out, backend, count, min_shots, overwrite, progress)

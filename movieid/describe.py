@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from .progress import Progress
 from .speech import Segment, VadOptions, detect_speech, has_audio, model_version
 from .subtitles import TrackStyle, compose_srt, compose_vtt, layout, needed_duration
 
@@ -138,7 +139,7 @@ def place(doc: dict, speech: Sequence[Segment] | None, options: AdOptions = AdOp
 
 
 def describe_film(doc: dict, film: str | Path, options: AdOptions = AdOptions(), style: TrackStyle = TrackStyle(),
-                  vad: VadOptions = VadOptions(), progress: bool | None = None) -> dict:
+                  vad: VadOptions = VadOptions(), progress: Progress = None) -> dict:
     """Detect speech in ``film`` and place the descriptions of ``doc`` around it."""
     if not has_audio(film):
         return place(doc, None, options, style)

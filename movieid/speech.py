@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .errors import MovieIdError
+from .progress import Progress, report
 from .video import _last_line
 
 SAMPLE_RATE = 16000
@@ -193,14 +194,17 @@ def segments_from_probabilities(probs: np.ndarray, total_samples: int, options: 
     return [(s, e) for s, e in speeches]
 
 
-def detect_speech(film: str | Path, options: VadOptions = VadOptions(), progress: bool | None = None,
+def detect_speech(film: str | Path, options: VadOptions = VadOptions(), progress: Progress = None,
                   duration: float | None = None) -> list[Segment]:
     """Speech segments of a film's first audio track, in seconds on the film's timeline."""
-    from tqdm import tqdm
+    seconds = 0.0
+    total = int(round(duration)) if duration else 0
 
-    vad = SileroVad()
-    with tqdm(total=duration, desc="speech", unit="s", leave=False, dynamic_ncols=True,
-              disable=True if progress is False else None) as bar:
-        probs, total = vad.probabilities(audio_blocks(film), on_seconds=lambda s: bar.update(s))
+    def advance(step: float) -> None:
+        nonlocal seconds
+        seconds += step
+        report(progress, "speech", min(int(seconds), total or int(seconds)), max(total, int(seconds)))
+
+    probs, samples = SileroVad().probabilities(audio_blocks(film), on_seconds=advance)
     return [Segment(round(s / SAMPLE_RATE, 3), round(e / SAMPLE_RATE, 3))
-            for s, e in segments_from_probabilities(probs, total, options)]
+            for s, e in segments_from_probabilities(probs, samples, options)]

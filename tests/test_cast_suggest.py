@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from movieid.annotation import document
 from movieid.filmmaker import FilmSpec, ShotSpec, make_film
-from movieid.pipeline import AnnotateOptions, annotate
+from movieid.pipeline import annotate
+from sample_videos.build_sample import CARD_PLAYERS, crop, package_photo
 
-from .conftest import build_sample_module, run_cli
+from .conftest import dlib_config, run_cli
 
 pytestmark = pytest.mark.slow
 ALL = ("Rachel", "Monica", "Ross", "Chandler", "Joey", "Phoebe")
@@ -25,11 +27,10 @@ def cast_film(films) -> tuple[Path, FilmSpec, Path]:
     """Every person in at least two cuts, close-ups and group shots: (film, spec, real cast)."""
     from PIL import Image
 
-    bs = build_sample_module()
-    t1 = bs.package_photo("insightface", "data", "images", "t1.jpg")
-    astronaut = bs.package_photo("skimage", "data", "astronaut.png")
-    rocket = bs.package_photo("skimage", "data", "rocket.jpg")
-    c = bs.crop
+    t1 = package_photo("insightface", "data", "images", "t1.jpg")
+    astronaut = package_photo("skimage", "data", "astronaut.png")
+    rocket = package_photo("skimage", "data", "rocket.jpg")
+    c = crop
     shots = [
         ShotSpec(t1, 100, "zoom_in", ALL, crop=c(0, 0, 1280, 720)),
         ShotSpec(t1, 50, "static", ("Rachel",), crop=c(0, 250, 270, 152)),
@@ -51,17 +52,13 @@ def cast_film(films) -> tuple[Path, FilmSpec, Path]:
     film = make_film(spec, folder / "film.mp4")
     real = folder / "real-cast"               # reference photos as build_sample.py crops them, all seven
     group = Image.open(t1).convert("RGB")
-    for name, (x, y, s) in bs.CARD_PLAYERS.items():
+    for name, (x, y, s) in CARD_PLAYERS.items():
         box = (max(0, x - 0.6 * s), max(0, y - 0.7 * s), min(1280, x + 1.6 * s), min(886, y + 1.9 * s))
         (real / name).mkdir(parents=True)
         group.crop(tuple(round(v) for v in box)).save(real / name / f"{name.lower()}.jpg", quality=92)
     (real / "Eileen Collins").mkdir()
     Image.open(astronaut).convert("RGB").crop((100, 0, 380, 300)).save(real / "Eileen Collins" / "eileen.jpg")
     return film, spec, real
-
-
-def options(tmp_path) -> AnnotateOptions:
-    return AnnotateOptions(face_backend="dlib", workers=1, cache_dir=str(tmp_path / "cache"))
 
 
 def truth_of(doc: dict, spec: FilmSpec) -> list[set[str]]:
@@ -115,7 +112,7 @@ def test_renamed_suggestions_are_as_good_as_real_reference_photos(cast_film, tmp
     assert folders and all(f.startswith("Unknown ") for f in folders)
     assert (out / "index.html").is_file()
 
-    suggested_doc = annotate(film, known, options(tmp_path), progress=False).to_json()
+    suggested_doc = document(annotate(film, known, dlib_config(tmp_path)))
     names = true_names(suggested_doc, spec)
     assert {names[f] for f in folders} == {"Ross", "Phoebe", "Eileen Collins"}
     renamed = tmp_path / "renamed"
@@ -127,8 +124,8 @@ def test_renamed_suggestions_are_as_good_as_real_reference_photos(cast_film, tmp
             shutil.copy(photo, target / photo.name)
         assert 1 <= len(list((out / folder).iterdir())) <= 3
 
-    with_suggestions = scores(annotate(film, renamed, options(tmp_path), progress=False).to_json(), spec)
-    with_real_photos = scores(annotate(film, real, options(tmp_path), progress=False).to_json(), spec)
+    with_suggestions = scores(document(annotate(film, renamed, dlib_config(tmp_path))), spec)
+    with_real_photos = scores(document(annotate(film, real, dlib_config(tmp_path))), spec)
     print(f"recall, precision: suggested photos {with_suggestions}, real photos {with_real_photos}")
     assert with_suggestions[0] >= with_real_photos[0] - 0.02, (with_suggestions, with_real_photos)
     assert with_suggestions[1] >= with_real_photos[1] - 0.02, (with_suggestions, with_real_photos)
@@ -141,7 +138,7 @@ def without_cast(cast_film, tmp_path_factory):
 
     film, _, _ = cast_film
     tmp = tmp_path_factory.mktemp("suggest")
-    return suggest_cast(film, tmp / "cast", None, options(tmp), progress=False), tmp / "cast"
+    return suggest_cast(film, tmp / "cast", None, dlib_config(tmp)), tmp / "cast"
 
 
 def test_suggestions_without_a_cast(cast_film, without_cast, tmp_path):
@@ -172,7 +169,7 @@ def test_suggestions_without_a_cast(cast_film, without_cast, tmp_path):
                    env={**os.environ, "MOVIEID_CACHE_DIR": str(tmp_path / "cache")})
     assert proc.returncode == 1 and "--overwrite" in proc.stderr and len(proc.stderr.splitlines()) == 1
     assert not [p for p in out.iterdir() if p.name.startswith(".movieid-suggest-")]
-    doc = json.loads(json.dumps(annotate(film, out, options(tmp_path), progress=False).to_json()))
+    doc = json.loads(json.dumps(document(annotate(film, out, dlib_config(tmp_path)))))
     seen = {n for s in doc["shots"] for n in s["names"]}
     assert {s.label for s in found} <= seen                  # as cast members they are found again
 

@@ -11,7 +11,7 @@ from movieid.annotation import validate
 from movieid.describe import AdOptions, describe_film, place, shorter_versions
 from movieid.speech import Segment
 
-from .conftest import run_cli
+from .conftest import dlib_config, run_cli
 from .subtitle_rules import check_conventions, read_cues
 
 pytest.importorskip("silero_vad", reason="--ad needs silero-vad (pip install -e '.[ad]')")
@@ -19,12 +19,12 @@ pytest.importorskip("silero_vad", reason="--ad needs silero-vad (pip install -e 
 
 @pytest.fixture(scope="module")
 def speech_doc(speech_film, sample, tmp_path_factory) -> dict:
-    from movieid.pipeline import AnnotateOptions, annotate
+    from movieid.annotation import document
+    from movieid.pipeline import annotate
 
     film, _ = speech_film
     _, cast, _ = sample
-    options = AnnotateOptions(face_backend="dlib", workers=1, cache_dir=str(tmp_path_factory.mktemp("cache")))
-    doc = annotate(film, cast, options, progress=False).to_json()
+    doc = document(annotate(film, cast, dlib_config(tmp_path_factory.mktemp("speech-doc"))))
     assert [round(s["start"], 2) for s in doc["shots"]] == [0.0, 3.0, 6.0, 9.0]
     return doc
 
@@ -61,7 +61,7 @@ def test_shorter_versions_drop_parentheses_then_sentences_then_clauses():
 def test_real_speech_is_never_talked_over(speech_doc, speech_film):
     film, truth = speech_film
     options = AdOptions()
-    doc = describe_film(speech_doc, film, options, progress=False)
+    doc = describe_film(speech_doc, film, options)
     validate(doc)
     section = doc["audio_description"]
     assert section["has_audio"] and section["speech_model"].startswith("silero-vad")
@@ -106,15 +106,16 @@ def test_annotate_ad_writes_description_tracks(speech_film, sample, tmp_path):
 
 def test_a_film_without_audio_keeps_one_line_per_shot(sample_doc, sample, tmp_path):
     film, _, _ = sample
-    doc = describe_film(sample_doc, film, progress=False)
+    doc = describe_film(sample_doc, film)
     validate(doc)
     assert doc["audio_description"]["has_audio"] is False
     assert all(s["description"]["status"] == "no_audio" and s["description"]["text"] == s["caption"]
                and s["description"]["start"] == s["start"] for s in doc["shots"])
-    from movieid.writers import check_outputs, write_outputs
+    from movieid.writers import check_outputs, output_paths, write_outputs
 
-    paths = check_outputs(tmp_path, "sample", ["ad.vtt"], overwrite=False)
-    write_outputs(doc, paths)
+    paths = output_paths(tmp_path, "sample", ["ad.vtt"])
+    check_outputs(paths, overwrite=False)
+    write_outputs(doc, paths, overwrite=False)
     cues = read_cues(paths["ad.vtt"])
     check_conventions(cues)
     assert len(cues) == len(doc["shots"])

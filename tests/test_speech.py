@@ -16,7 +16,7 @@ pytest.importorskip("silero_vad", reason="speech detection needs silero-vad (pip
 
 def test_speech_is_found_where_it_was_spoken(speech_film):
     film, truth = speech_film
-    found = detect_speech(film, progress=False)
+    found = detect_speech(film)
     assert found, "no speech found"
     for start, end in truth:   # each sentence is mostly covered (espeak's own pauses aside)
         covered = sum(max(0.0, min(end, s.end) - max(start, s.start)) for s in found)
@@ -52,7 +52,7 @@ def test_audio_starting_late_keeps_the_films_timeline(speech_film, tmp_path):
     late = tmp_path / "late.mkv"
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(film), "-itsoffset", "1.5", "-i", str(film),
                     "-map", "0:v", "-map", "1:a", "-c", "copy", str(late)], check=True)
-    found = detect_speech(late, progress=False)
+    found = detect_speech(late)
     assert found[0].start == pytest.approx(truth[0][0] + 1.5, abs=0.15)
 
 

@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from movieid.subtitles import TrackStyle, layout, render_srt, render_vtt, split_text
-from movieid.writers import check_outputs, write_outputs
+from movieid.writers import check_outputs, output_paths, write_outputs
 
 from .subtitle_rules import check_conventions, check_word_boundaries, read_cues, vtt_seconds
 
@@ -65,8 +65,9 @@ def test_tracks_of_a_real_annotation_follow_the_conventions(sample_doc, tmp_path
         if i % 2:
             shot["caption"] = LONG_CAPTIONS[i % 3]
     for style in (TrackStyle(), TrackStyle(min_duration=1.5)):
-        paths = check_outputs(tmp_path, f"film-{style.min_duration}", [fmt], overwrite=False)
-        write_outputs(doc, paths, style)
+        paths = output_paths(tmp_path, f"film-{style.min_duration}", [fmt])
+        check_outputs(paths, overwrite=False)
+        write_outputs(doc, paths, False, style)
         cues = read_cues(paths[fmt])
         check_conventions(cues, style.min_duration)
         check_word_boundaries(cues, [s["caption"] for s in doc["shots"]])

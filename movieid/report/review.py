@@ -17,8 +17,10 @@ from urllib.parse import quote
 import numpy as np
 
 from ..errors import MovieIdError
+from ..progress import Progress, report
+from ..records import Film
 from ..subtitles import TrackStyle, render_vtt
-from ..video import Film, FrameReader, format_time, probe
+from ..video import FrameReader, format_time, probe
 from .pages import data_uri, render_page
 
 log = logging.getLogger(__name__)
@@ -54,18 +56,14 @@ def _open_film(doc: dict, film: Path | None, explicit: bool) -> tuple[Film | Non
     return info, None
 
 
-def _thumbnails(film: Film, frames: list[int], progress: bool | None) -> dict[int, str]:
-    from tqdm import tqdm
-
+def _thumbnails(film: Film, frames: list[int], progress: Progress) -> dict[int, str]:
     out: dict[int, str] = {}
-    with FrameReader(film, max_side=THUMB_SIDE) as reader, \
-            tqdm(total=len(frames), desc="thumbnails", unit="frame", leave=False, dynamic_ncols=True,
-                 disable=True if progress is False else None) as bar:
+    with FrameReader(film, max_side=THUMB_SIDE) as reader:
         for i in range(0, len(frames), READ_BATCH):
             batch = frames[i:i + READ_BATCH]
             for frame, pixels in zip(batch, reader.read(batch)):
                 out[frame] = data_uri(pixels)
-            bar.update(len(batch))
+            report(progress, "thumbnails", len(out), len(frames))
     return out
 
 
@@ -73,11 +71,12 @@ def _id_photo(photo: dict) -> str | None:
     """A cast member's ID photo cropped around its face, or None if the file is gone."""
     from PIL import Image
 
-    from ..images import load_rgb
+    from ..models.errors import InputError
+    from ..models.images import load_rgb
 
     try:
         image = load_rgb(Path(photo["path"]))
-    except MovieIdError:
+    except InputError:
         return None
     x1, y1, x2, y2 = photo["box"]
     pad = 0.35 * max(x2 - x1, y2 - y1)
@@ -144,7 +143,7 @@ def _shot_view(shot: dict, thumbs: dict[int, str], hues: dict[str, int]) -> dict
 
 
 def render_html(doc: dict, film: str | Path | None = None, base: str | Path | None = None,
-                style: TrackStyle = TrackStyle(), progress: bool | None = None) -> str:
+                style: TrackStyle = TrackStyle(), progress: Progress = None) -> str:
     """The review page of an annotation document.
 
     ``film``: the annotated film (default: the path the document records, where it exists);

@@ -8,8 +8,10 @@ Renaming a folder to the person's name makes it a cast member for the next ``ann
 Only the annotation document is read (labels, faces with their boxes and frames), and the
 frames come from ``FrameReader``; how people were told apart is the pipeline's business.
 Crops are ranked by size, sharpness (variance of the Laplacian) and frontality (how well
-the face matches its mirror image), one per shot where possible, and each is checked with
-the face backend to show exactly one usable face, so the folder loads as a cast.
+the face matches its mirror image), one per shot where possible. The face backend checks
+each crop: exactly one usable face, the one in the middle (so the folder loads as a cast),
+and like the label's most typical face (so a label that caught someone else now and then
+still gives photos of one person).
 """
 from __future__ import annotations
 
@@ -104,7 +106,7 @@ def _ranks(values: list[float]) -> np.ndarray:
     return order / max(1, len(values) - 1)
 
 
-def rank_faces(film: Film, faces: list[_Candidate], reader: FrameReader) -> list[tuple[_Candidate, np.ndarray]]:
+def rank_faces(faces: list[_Candidate], reader: FrameReader) -> list[tuple[_Candidate, np.ndarray]]:
     """A person's faces, best first: largest, sharpest and most frontal (mean of the three ranks)."""
     pool = sorted(faces, key=lambda c: -c.size)[:PRESELECT]
     frames = dict(zip(sorted({c.frame for c in pool}), reader.read(sorted({c.frame for c in pool}))))
@@ -144,7 +146,7 @@ def _reference_crop(frame: np.ndarray, candidate: _Candidate, backend: FaceBacke
     return None, None
 
 
-def pick_photos(film: Film, faces: list[_Candidate], reader: FrameReader, backend: FaceBackend | None,
+def pick_photos(faces: list[_Candidate], reader: FrameReader, backend: FaceBackend | None,
                 count: int = 3) -> list[tuple[_Candidate, np.ndarray]]:
     """The best ``count`` usable crops of one person, from different shots where possible.
 
@@ -153,7 +155,7 @@ def pick_photos(film: Film, faces: list[_Candidate], reader: FrameReader, backen
     still yields photos of one person.
     """
     usable = []
-    for candidate, frame in rank_faces(film, faces, reader):
+    for candidate, frame in rank_faces(faces, reader):
         crop, face = _reference_crop(frame, candidate, backend)
         if crop is not None:
             usable.append((candidate, crop, face))
@@ -206,7 +208,7 @@ def write_suggestions(doc: dict, film: Film, out: str | Path, backend: FaceBacke
     try:
         with FrameReader(film) as reader:
             for done, (label, seconds, shots, first, faces) in enumerate(people, 1):
-                picked = pick_photos(film, faces, reader, backend, count)
+                picked = pick_photos(faces, reader, backend, count)
                 report(progress, "suggest", done, len(people))
                 if not picked:
                     log.warning("%s: no usable face crop of %s; not suggested", film.path, label)
@@ -226,7 +228,7 @@ def write_suggestions(doc: dict, film: Film, out: str | Path, backend: FaceBacke
                 sheet.append({"label": label, "seconds": seconds, "shots": shots,
                               "first": format_time(first), "photos": thumbs})
         title = doc["film"].get("title") or Path(doc["film"]["path"]).name
-        (staging / INDEX).write_text(render_page("contact_sheet.html.j2", title=title, people=sheet, film=doc["film"],
+        (staging / INDEX).write_text(render_page("contact_sheet.html.j2", title=title, people=sheet,
                                                  cast=[m["name"] for m in doc["cast"]["members"]],
                                                  out=str(out), film_path=str(film.path)), encoding="utf-8")
         for item in sorted(staging.iterdir()):

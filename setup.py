@@ -31,11 +31,16 @@ CORE = [
     "opentimelineio>=0.17",        # --format otio
 ]
 VLM = ["torch>=2.4", "tiktoken>=0.6", "safetensors>=0.4", "huggingface_hub>=0.23"]
+# --engine vlm: any image-text-to-text model of transformers 5. Qwen2-VL/Qwen2.5-VL processors
+# build a video processor, which needs torchvision (a build that matches torch: constraints.txt);
+# SmolVLM/SmolVLM2 processors need num2words.
+HF = ["torch>=2.4", "torchvision>=0.19", "transformers>=5.0,<6", "safetensors>=0.4", "huggingface_hub>=1.0",
+      "num2words>=0.5"]
 RAY = ["ray>=2.9"]
 # --ad: silero_vad.onnx comes from the silero-vad wheel and runs on onnxruntime; movieid never
 # imports the package, but its metadata requires torch (`pip install --no-deps silero-vad` avoids it).
 AD = ["silero-vad>=5.1"]
-TEST = ["pytest>=8", "onnx>=1.15", "selenium>=4.20", "otio-cmx3600-adapter>=1.0", *VLM, *RAY, *AD]
+TEST = ["pytest>=8", "onnx>=1.15", "selenium>=4.20", "otio-cmx3600-adapter>=1.0", *VLM, *HF, *RAY, *AD]
 
 setup(
     name="movieid",
@@ -51,7 +56,7 @@ setup(
     package_dir={"movieid.cli": "cli", "movieid.models": "models"},
     package_data={"movieid": ["schema/*.json", "report/templates/*"]},
     install_requires=CORE,
-    extras_require={"vlm": VLM, "ray": RAY, "ad": AD, "test": TEST, "all": VLM + RAY + AD},
+    extras_require={"vlm": VLM, "hf": HF, "ray": RAY, "ad": AD, "test": TEST, "all": [*VLM, *HF, *RAY, *AD]},
     entry_points={"console_scripts": ["movieid=movieid.cli.main:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Multimedia :: Video"],
 )

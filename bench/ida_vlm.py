@@ -138,7 +138,10 @@ def bench_variant(variant: str, args, tokenizer: QwenTokenizer) -> list[dict]:
             measure(f"{variant} (b) engine: batch 16, cast cached", lambda: engine(64, 16), 64, warm),
             measure(f"{variant} (c) engine: batch it picks ({picked}), cast cached", lambda: engine(count, None),
                     count, warm, batch=picked)]
-    rows.append(breakdown(model, variant, shots(cast, 64), args))
+    try:
+        rows.append(breakdown(model, variant, shots(cast, 64), args))
+    except Exception as error:  # diagnostics: report, keep the rows above
+        print(f"breakdown failed: {type(error).__name__}: {error}", flush=True)
     if args.profile:
         profile(model, shots(cast, 16))
     del model
@@ -174,7 +177,9 @@ def breakdown(model: IdaVlm, variant: str, batch: list[Request], args) -> dict:
            "unshared_vision_plus_prefill_s": unshared_prefill,
            "decode_step_ms": step(full(), prefill),
            "decode_step_ms_unshared": step(full(share_prefix=False), unshared_prefill),
-           "decode_step_ms_no_cuda_graph": step(full(cuda_graphs=False), prefill)}
+           "decode_step_ms_no_cuda_graph": step(full(cuda_graphs=False), prefill),
+           "decode_kernel": "memory-efficient (log-sum-exp)" if language.efficient_kernel_works(model.device) else "math",
+           "sdpa_priority": [backend.name for backend in language.SDPA_PRIORITY]}
     print(json.dumps(row, indent=1), flush=True)
     return row
 
@@ -258,23 +263,29 @@ def main() -> None:
         sys.exit("bench/ida_vlm.py needs a CUDA GPU")
     machine = f"{torch.cuda.get_device_name()}, torch {torch.__version__}, Python {platform.python_version()}"
     print(f"machine: {machine}", flush=True)
-    backends = sdpa_backends()
+    rows, backends = [], sdpa_backends()
+
+    def save():  # after every part, so that a later failure keeps what was measured
+        if args.json:
+            args.json.write_text(json.dumps({"machine": machine, "args": vars(args) | {"json": str(args.json)},
+                                             "sdpa_ms": backends, "rows": rows}, indent=2))
+
     tokenizer = byte_level_tokenizer()
-    rows = [row for variant in args.variants for row in bench_variant(variant, args, tokenizer)]
+    for variant in args.variants:
+        rows += bench_variant(variant, args, tokenizer)
+        save()
     if args.peer:
         try:
             rows.append(bench_peer(args))
         except Exception as error:  # the peer is a comparison: report, keep the rest
             print(f"peer failed: {type(error).__name__}: {error}", flush=True)
+        save()
 
     print("\n| path | shots | seconds | shots/s | peak GPU memory |\n| --- | ---: | ---: | ---: | ---: |")
     for row in rows:
         if "shots" in row:
             print(f"| {row['path']} | {row['shots']} | {row['seconds']:.2f} | {row['shots_per_s']:.2f} | "
                   f"{row['peak_gib']:.1f} GiB ({row['peak_gb']:.1f} GB) |")
-    if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "args": vars(args) | {"json": str(args.json)},
-                                         "sdpa_ms": backends, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def batch(source, output, cast_dir, ray_address, retry_failed, keep_going, verbo
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @common
 def batch_status(output, as_json, verbose, quiet):
-    """Show each film of a batch output folder: done, failed (with the reason) or pending."""
+    """Show each film of a batch output folder: pending, running, interrupted, done or failed (with why)."""
     setup_logging(verbose, quiet)
     from movieid.batch import status
     from movieid.batch.runner import summarise
@@ -79,6 +79,6 @@ def batch_status(output, as_json, verbose, quiet):
     width = max([len(e.key) for e in entries] + [4])
     for e in entries:
         seconds = "" if e.seconds is None else f"{e.seconds:8.1f}s"
-        click.echo(f"{e.state:<8} {e.key:<{width}} {seconds:>9}  {e.reason or ''}".rstrip())
+        click.echo(f"{e.state:<11} {e.key:<{width}} {seconds:>9}  {e.reason or ''}".rstrip())
     counts = summarise(entries)
     click.echo(", ".join(f"{n} {state}" for state, n in counts.items()), err=True)

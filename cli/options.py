@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from movieid.config import (DETECTOR_THRESHOLDS, ENGINES, FACE_BACKENDS, FORMAT_CHOICES, FORMATS, CastConfig, Config,
-                            ConfigError, EngineConfig, FaceConfig, OutputConfig, ShotConfig, WindowConfig)
+                            ConfigError, EngineConfig, FaceConfig, IdentityConfig, OutputConfig, ShotConfig,
+                            WindowConfig)
 
 from .common import FiniteFloat
 
@@ -17,9 +18,11 @@ FLAGS = {
     "shots.detector": "--detector", "shots.threshold": "--threshold", "shots.min_shot_len": "--min-shot-len",
     "shots.max_shot_len": "--max-shot-len", "faces.backend": "--face-backend", "faces.models": "--face-models",
     "faces.size": "--face-size", "faces.min_face": "--min-face", "cast.strict": "--cast-strict",
+    "identity.min_confidence": "--min-confidence",
     "windows.frames_per_shot": "--frames-per-shot", "windows.max_images": "--max-images",
     "engine.name": "--engine", "engine.model": "--model", "engine.variant": "--variant",
     "engine.device": "--device", "engine.batch_size": "--batch-size", "engine.max_new_tokens": "--max-new-tokens",
+    "engine.mark_faces": "--mark-faces", "engine.max_pixels": "--vlm-max-pixels",
     "outputs.formats": "--format", "outputs.overwrite": "--overwrite", "outputs.min_duration": "--min-duration",
     "outputs.ad": "--ad", "outputs.reading_speed": "--reading-speed", "workers": "--workers",
     "cache_dir": "--cache-dir",
@@ -58,15 +61,23 @@ face_options = _stack(
 # The options annotate and batch share: engine, shots, windows, faces, cast, outputs.
 pipeline_options = _stack(
     click.option("--engine", type=click.Choice(ENGINES), default="faces", show_default=True,
-                 help="faces: offline captions from face recognition; ida-vlm: the ID-aware VLM."),
-    click.option("--model", default=None, help="ida-vlm: checkpoint folder or hub id (jiyatai/IDA-VLM)."),
+                 help="faces: offline captions from face recognition; ida-vlm: the ID-aware VLM; "
+                      "vlm: an open VLM through transformers (Qwen2.5-VL, SmolVLM2, ...)."),
+    click.option("--model", default=None, help="ida-vlm: checkpoint folder or hub id (jiyatai/IDA-VLM); "
+                                               "vlm: model folder or hub id (Qwen/Qwen2.5-VL-7B-Instruct)."),
     click.option("--variant", type=click.Choice(["base", "idf"]), default=None,
                  help="ida-vlm: checkpoint variant (default: base)."),
-    click.option("--device", default=None, help="ida-vlm: torch device (default: cuda if available)."),
+    click.option("--device", default=None, help="ida-vlm, vlm: torch device (default: cuda if available)."),
     click.option("--batch-size", type=click.IntRange(min=1), default=None,
                  help="ida-vlm: shots per generation batch (default: as many as the free GPU memory holds)."),
     click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True,
-                 help="ida-vlm: longest caption in tokens."),
+                 help="ida-vlm, vlm: longest caption in tokens."),
+    click.option("--mark-faces", is_flag=True,
+                 help="vlm: draw the recognised faces as coloured boxes on the test frames, colours named "
+                      "in the prompt."),
+    click.option("--vlm-max-pixels", type=click.IntRange(min=28 * 28), default=None,
+                 help="vlm: most pixels per image after the processor's resize, which bounds its image "
+                      "tokens (default: 200704 = 448x448)."),
     shot_options,
     click.option("--frames-per-shot", type=click.IntRange(min=1), default=3, show_default=True,
                  help="Keyframes (test frames) per shot."),
@@ -79,6 +90,8 @@ pipeline_options = _stack(
                  help="Smallest face analysed (pixels, at --face-size)."),
     click.option("--cast-strict/--no-cast-strict", default=True, show_default=True,
                  help="Fail on a cast photo without exactly one face, or skip it with a warning."),
+    click.option("--min-confidence", type=FiniteFloat(0), default=IdentityConfig.min_confidence, show_default=True,
+                 help="Give a cast name only at this confidence or above (0..1; README: how names are decided)."),
     click.option("--format", "formats", type=click.Choice(FORMAT_CHOICES), multiple=True,
                  help="Output formats (repeatable; default: srt, vtt and json). html: the review page; "
                       "csv: one row per shot; otio: an OpenTimelineIO timeline with a marker per shot."),
@@ -99,9 +112,10 @@ def shot_config(detector, threshold, min_shot_len, max_shot_len) -> ShotConfig:
                                      max_shot_len=max_shot_len))
 
 
-def build_config(engine, model, variant, device, batch_size, max_new_tokens, detector, threshold, min_shot_len,
-                 max_shot_len, frames_per_shot, max_images, face_backend, face_models, cache_dir, face_size,
-                 min_face, cast_strict, formats, ad, reading_speed, min_duration, workers, overwrite=False) -> Config:
+def build_config(engine, model, variant, device, batch_size, max_new_tokens, mark_faces, vlm_max_pixels, detector,
+                 threshold, min_shot_len, max_shot_len, frames_per_shot, max_images, face_backend, face_models,
+                 cache_dir, face_size, min_face, cast_strict, min_confidence, formats, ad, reading_speed, min_duration,
+                 workers, overwrite=False) -> Config:
     """The flags of annotate or batch as a validated ``Config``."""
     if ad:
         from movieid.speech import model_path
@@ -113,9 +127,10 @@ def build_config(engine, model, variant, device, batch_size, max_new_tokens, det
         faces=FaceConfig(backend=face_backend, models=None if face_models is None else str(face_models),
                          size=face_size, min_face=min_face),
         cast=CastConfig(strict=cast_strict),
+        identity=IdentityConfig(min_confidence=min_confidence),
         windows=WindowConfig(frames_per_shot=frames_per_shot, max_images=max_images),
         engine=EngineConfig(name=engine, model=model, variant=variant, device=device, batch_size=batch_size,
-                            max_new_tokens=max_new_tokens),
+                            max_new_tokens=max_new_tokens, mark_faces=mark_faces, max_pixels=vlm_max_pixels),
         outputs=OutputConfig(formats=tuple(dict.fromkeys(formats or FORMATS)), overwrite=overwrite,
                              min_duration=min_duration, ad=ad, reading_speed=reading_speed),
         workers=workers, cache_dir=None if cache_dir is None else str(cache_dir)))

@@ -63,13 +63,15 @@ def shot_annotation_json(annotation: ShotAnnotation) -> dict:
     people, faces = [], []
     for number, person in enumerate(annotation.people.people):
         people.append({"person": number, "name": person.display_name, "in_cast": person.in_cast,
-                       "similarity": round(person.similarity, 4), "sightings": len(person.track.faces)})
+                       "similarity": round(person.similarity, 4), "sightings": len(person.track.faces),
+                       "cluster": person.cluster, "cluster_frames": person.cluster_frames,
+                       "margin": round(person.margin, 4), "confidence": round(person.confidence, 4)})
         for face, similarity in zip(person.track.faces, person.face_similarities):
             faces.append({"frame": face.frame, "time": round(face.time, 4), "box": face.box.as_list(),
                           "person": number, "name": person.display_name, "in_cast": person.in_cast,
                           "similarity": round(similarity, 4), "detection_score": round(face.score, 4)})
     faces.sort(key=lambda f: (f["frame"], f["box"][0]))
-    return {
+    doc = {
         **shot_json(annotation.shot),
         "keyframes": [{"frame": k.frame, "time": round(k.time, 4)} for k in annotation.people.keyframes],
         "window": [window_image_json(image) for image in annotation.window.images],
@@ -79,6 +81,9 @@ def shot_annotation_json(annotation: ShotAnnotation) -> dict:
         "caption": annotation.caption.text,
         "caption_names": list(annotation.caption.names),
     }
+    if annotation.caption.unverified_names is not None:
+        doc["unverified_names"] = list(annotation.caption.unverified_names)
+    return doc
 
 
 def document(annotation: FilmAnnotation) -> dict:

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import logging
+import unicodedata
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 
 from .errors import MovieIdError
 from .faces.base import FaceBackend
-from .files import default_cache_dir, sha256_file, write_file
+from .files import check_input_file, default_cache_dir, sha256_file, write_file
 from .models.errors import InputError
 from .models.images import check_image_file, load_rgb
 from .records import Box, Cast, CastMember, ReferencePhoto
@@ -94,14 +95,29 @@ def folder_digest(root: Path | None, face_model: str) -> str:
         entries = discover(root)
     except MovieIdError as exc:
         return f"invalid:{exc}"
-    return cast_digest([(e.name, e.aliases, [sha256_file(p) if p.is_file() else str(p) for p in e.images])
-                        for e in entries], face_model)
+    return cast_digest([(e.name, e.aliases, [_photo_digest(p) for p in e.images]) for e in entries], face_model)
+
+
+def _photo_digest(path: Path) -> str:
+    """A photo's content hash, or what stands for it when it cannot be read (the batch then
+    reports the photo's problem for each film, and redoes them once it is fixed)."""
+    try:
+        check_input_file(path, "image file")
+        return sha256_file(path)
+    except (MovieIdError, OSError) as exc:
+        return f"unreadable:{path}:{exc}"
 
 
 # ----------------------------------------------------------------------------- discovery
 
+def person_name(text: str) -> str:
+    """A cast name as one string per person: trimmed and in Unicode NFC, so "Zoë" typed on
+    one keyboard (NFC) and read from a macOS folder name (NFD) are the same person."""
+    return unicodedata.normalize("NFC", text).strip()
+
+
 def _name_from_file(path: Path) -> str:
-    return path.stem.replace("_", " ").strip()
+    return person_name(path.stem.replace("_", " "))
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -112,18 +128,35 @@ def _images_in(folder: Path) -> list[Path]:
 def _read_manifest(path: Path) -> dict:
     import yaml
 
+    check_input_file(path, "cast manifest")   # a named pipe would block the read below
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (OSError, UnicodeDecodeError) as exc:
         raise MovieIdError(f"cannot read cast manifest ({exc})", path) from None
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise MovieIdError(f"cast manifest is not valid {path.suffix[1:].upper()} "
-                           f"({str(exc).splitlines()[0]})", path) from None
+    except json.JSONDecodeError as exc:
+        raise MovieIdError(f"cast manifest is not valid JSON at line {exc.lineno}, column {exc.colno}: "
+                           f"{exc.msg}", path) from None
+    except yaml.YAMLError as exc:
+        raise MovieIdError(f"cast manifest is not valid YAML{_yaml_where(exc)}: {_yaml_problem(exc)}",
+                           path) from None
     if isinstance(data, list):
         data = {"members": data}
     _validate(data, "cast.schema.json", path)
     return data
+
+
+def _yaml_where(exc) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    return "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _yaml_problem(exc) -> str:
+    problem = getattr(exc, "problem", None)
+    context = getattr(exc, "context", None)
+    if problem:
+        return f"{problem} ({context})" if context else problem
+    return str(exc).strip().splitlines()[0]
 
 
 def _validate(data: object, schema_name: str, path: Path) -> None:
@@ -143,12 +176,12 @@ def discover(root: str | Path) -> list[CastEntry]:
         raise MovieIdError("no such cast folder", root)
     if not root.is_dir():
         raise MovieIdError("is not a folder (a cast is a folder of per-person photo folders)", root)
-    manifest = next((root / n for n in MANIFEST_NAMES if (root / n).is_file()), None)
+    manifest = next((root / n for n in MANIFEST_NAMES if (root / n).exists() or (root / n).is_symlink()), None)
     entries: list[CastEntry] = []
     if manifest is not None:
         data = _read_manifest(manifest)
         for item in data["members"]:
-            name = item["name"].strip()
+            name = person_name(item["name"])
             if "images" in item:
                 images = tuple(root / p for p in item["images"])
             else:
@@ -158,9 +191,9 @@ def discover(root: str | Path) -> list[CastEntry]:
                     raise MovieIdError(f"cast member {name!r} has no photos: list 'images' or "
                                        f"put photos in {folder}", manifest)
             for image in images:
-                if not image.exists():
+                if not image.exists() and not image.is_symlink():   # a broken link: checked per photo
                     raise MovieIdError(f"photo listed for {name!r} does not exist", image)
-            entries.append(CastEntry(name, tuple(a.strip() for a in item.get("aliases", ())), images))
+            entries.append(CastEntry(name, tuple(person_name(a) for a in item.get("aliases", ())), images))
     else:
         for child in sorted(root.iterdir()):
             if child.name.startswith("."):
@@ -168,7 +201,7 @@ def discover(root: str | Path) -> list[CastEntry]:
             if child.is_dir():
                 images = _images_in(child)
                 if images:
-                    entries.append(CastEntry(child.name.strip(), (), tuple(images)))
+                    entries.append(CastEntry(person_name(child.name), (), tuple(images)))
                 else:
                     log.warning("%s: no photos (.jpg, .jpeg, .png, .webp, .bmp) in this folder; skipped", child)
             elif child.suffix.lower() in IMAGE_SUFFIXES:

@@ -1,6 +1,6 @@
 """The configuration of a run: one typed, nested record, validated once where it is built.
 
-``Config`` holds a section per stage (shots, faces, cast, windows, engine, outputs) and the
+``Config`` holds a section per stage (shots, faces, cast, identity, windows, engine, outputs) and the
 run's environment (workers, cache folder). A bad value raises ``ConfigError`` naming the field
 (``faces.min_face``), never a command-line flag: the CLI maps fields to its flags. The
 sections that decide what the outputs hold are the JSON's ``settings`` (``to_json``).
@@ -16,7 +16,7 @@ from .errors import MovieIdError, missing_dependency
 
 DETECTOR_THRESHOLDS = {"adaptive": 3.0, "content": 27.0}
 FACE_BACKENDS = ("auto", "dlib", "insightface")
-ENGINES = ("faces", "ida-vlm")
+ENGINES = ("faces", "ida-vlm", "vlm")
 FORMATS = ("srt", "vtt", "json")                   # written by default
 EXTRA_FORMATS = ("html", "csv", "otio")            # on request: the review page, one row per shot, a timeline
 FORMAT_CHOICES = FORMATS + EXTRA_FORMATS
@@ -87,6 +87,15 @@ class CastConfig:
 
 
 @dataclass(frozen=True)
+class IdentityConfig:
+    min_confidence: float = 0.3        # a name needs this confidence (0..1; ``identity``), by bench/identity.py
+
+    def __post_init__(self) -> None:
+        _finite(self.min_confidence, "identity.min_confidence")
+        _check(self.min_confidence <= 1.0, "identity.min_confidence", "must be at most 1")
+
+
+@dataclass(frozen=True)
 class WindowConfig:
     frames_per_shot: int = 3           # keyframes (test frames) per shot
     max_images: int = 8                # images per window, cast ID images included
@@ -105,6 +114,8 @@ class EngineConfig:
     device: str | None = None          # torch device (default: cuda if available)
     batch_size: int | None = None      # windows per generation batch (None: sized to free GPU memory)
     max_new_tokens: int = 64           # longest caption in tokens
+    mark_faces: bool = False           # vlm: recognised faces drawn as coloured boxes on the test frames
+    max_pixels: int | None = None      # vlm: most pixels per image after the processor's resize
 
     def __post_init__(self) -> None:
         _choice(self.name, ENGINES, "engine.name")
@@ -112,6 +123,7 @@ class EngineConfig:
                f"is needed by the {self.name} engine (a checkpoint folder or hub id)")
         _check(self.batch_size is None or self.batch_size >= 1, "engine.batch_size", "must be at least 1")
         _check(self.max_new_tokens >= 1, "engine.max_new_tokens", "must be at least 1")
+        _check(self.max_pixels is None or self.max_pixels >= 28 * 28, "engine.max_pixels", "must be at least 784")
 
     def to_json(self) -> dict:
         return {} if self.name == "faces" else dataclasses.asdict(self)
@@ -159,6 +171,7 @@ class Config:
     shots: ShotConfig = field(default_factory=ShotConfig)
     faces: FaceConfig = field(default_factory=FaceConfig)
     cast: CastConfig = field(default_factory=CastConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
     windows: WindowConfig = field(default_factory=WindowConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     outputs: OutputConfig = field(default_factory=OutputConfig)
@@ -178,5 +191,6 @@ class Config:
     def to_json(self) -> dict:
         """What the outputs depend on (the JSON's ``settings``; a batch redoes a film when it changes)."""
         return {"shots": dataclasses.asdict(self.shots), "faces": dataclasses.asdict(self.faces),
-                "cast": dataclasses.asdict(self.cast), "windows": dataclasses.asdict(self.windows),
+                "cast": dataclasses.asdict(self.cast), "identity": dataclasses.asdict(self.identity),
+                "windows": dataclasses.asdict(self.windows),
                 "engine": {"name": self.engine.name, **self.engine.to_json()}}

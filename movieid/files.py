@@ -63,9 +63,12 @@ def sha256_file(path: Path) -> str:
 
 def fingerprint(path: Path) -> str:
     """Size, modification time and a hash of the first and last MiB: cheap, and it changes when
-    the file is replaced or edited (for a batch journal's "did this film change?")."""
+    the file is replaced or edited (for a batch journal's "did this film change?"). A named
+    pipe or device is never opened (reading it could block for ever)."""
     try:
         st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            return f"not-a-file:{stat.S_IFMT(st.st_mode):o}"
         digest = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}".encode())
         with open(path, "rb") as fh:
             digest.update(fh.read(FINGERPRINT_BYTES))

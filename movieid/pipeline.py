@@ -20,6 +20,7 @@ from .annotation import now
 from .cast import count_photos, discover, empty_cast, load_cast
 from .config import Config
 from .engines import CaptionRequest, Engine, load_engine
+from .engines.base import ENGINE_FRAME_SIDE
 from .face_stage import analyse_faces, face_pool
 from .faces import FaceBackend, load_backend
 from .identity import identify
@@ -31,9 +32,6 @@ from .windows import build_window
 from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
-
-ENGINE_FRAME_SIDE = 896   # test frames for model engines: enough for a 448 px model input
-
 
 @dataclass(frozen=True, eq=False)
 class FilmAnalysis:
@@ -80,7 +78,8 @@ def analyse(film: Film, cast: Cast, backend: FaceBackend, config: Config, pool: 
                         on_frame=lambda n: report(progress, "shots", n, film.frame_count))
     shot_faces = analyse_faces(scanned, film, face_size, config.faces.min_face, pool,
                                on_shot=lambda n, total: report(progress, "faces", n, total))
-    shots, unknown_count = identify(shot_faces, cast, backend.match_threshold)
+    shots, unknown_count = identify(shot_faces, cast, backend.match_threshold, config.identity.min_confidence,
+                                    backend.cluster_threshold, backend.confidence_margin)
     windows = tuple(build_window(shot, cast, config.windows) for shot in shots)
     log.info("%s: %d shots, %d people seen, %d unknown", film.path, len(shots),
              sum(len(s.people) for s in shots), unknown_count)
@@ -98,7 +97,8 @@ def caption(analysis: FilmAnalysis, engine: Engine, progress: Progress = None) -
         for start in range(0, len(pairs), engine.batch_size):
             batch = pairs[start:start + engine.batch_size]
             pixels = _test_frames(reader, [w for w, _ in batch]) if reader is not None else {}
-            captions += engine.caption([CaptionRequest(w, people, pixels) for w, people in batch])
+            size = (analysis.film.width, analysis.film.height)
+            captions += engine.caption([CaptionRequest(w, people, pixels, size) for w, people in batch])
             report(progress, "captions", len(captions), len(pairs))
     finally:
         if reader is not None:

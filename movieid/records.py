@@ -225,6 +225,10 @@ class Track:
     def embedding(self) -> np.ndarray:
         return unit(np.mean([f.embedding for f in self.faces], axis=0))
 
+    @functools.cached_property
+    def frames(self) -> frozenset[int]:
+        return frozenset(f.frame for f in self.faces)
+
     @property
     def center_x(self) -> float:
         return float(np.mean([f.box.center[0] for f in self.faces]))
@@ -245,7 +249,10 @@ class ShotFaces:
 
 @dataclass(frozen=True, eq=False)
 class Appearance:
-    """A track with who it is: a cast member's name, or a film-wide ``Unknown n`` label."""
+    """A track with who it is: a cast member's name, or a film-wide ``Unknown n`` label.
+
+    The evidence is the film-wide person's (``identity``): ``margin`` and ``confidence`` are
+    those of the claim of the member named, or of the closest member when unnamed."""
 
     track: Track
     name: str | None                          # the cast member, if named
@@ -253,6 +260,10 @@ class Appearance:
     similarity: float                         # mean similarity to the named member (best member if unnamed)
     face_similarities: tuple[float, ...]      # per face of the track, to the same member
     member_similarities: np.ndarray = field(repr=False)  # best similarity to each cast member
+    cluster: int = 0                          # the film-wide person, numbered by first appearance
+    cluster_frames: int = 0                   # analysed frames that person is seen in, film-wide
+    margin: float = 0.0                       # person's similarity to the member over the runner-up member's
+    confidence: float = 0.0                   # 0..1: how clearly the evidence points to the member
 
     @property
     def display_name(self) -> str:
@@ -310,6 +321,8 @@ class Window:
 class Caption:
     text: str
     names: tuple[str, ...]      # the cast names / unknown labels the caption mentions
+    # The mentioned cast names the faces did not see in the shot (engines that check; None: not checked).
+    unverified_names: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

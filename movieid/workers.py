@@ -7,10 +7,14 @@ same happens in this process, so serial and parallel runs share one code path.
 A worker must never outlive the run: each asks the kernel to kill it when its parent dies
 (``PR_SET_PDEATHSIG`` on Linux) and also watches its parent's pid, so ``kill -9`` of the
 parent leaves nothing behind. Workers ignore Ctrl-C (the terminal sends it to the whole
-process group): the parent alone handles it and stops them.
+process group): the parent alone handles it and stops them. Workers are started with
+SIGINT and SIGTERM blocked, so one that is still starting Python when Ctrl-C comes holds it
+pending until it ignores it, instead of printing a KeyboardInterrupt traceback; the parent
+gets its own Ctrl-C right after the start.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -28,6 +32,17 @@ PR_SET_PDEATHSIG = 1
 PARENT_CHECK_S = 1.0
 
 _STATE: Any = None
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM blocked while processes are started here: they inherit the mask."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -53,6 +68,7 @@ def _start_worker(parent: int, setup: Callable[..., Any], args: tuple) -> None:
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)   # held since the start (see _signals_held)
     _STATE = setup(*args)
 
 
@@ -81,12 +97,14 @@ class WorkerPool:
             except Exception as exc:  # delivered where the result is collected
                 future.set_exception(exc)
             return future
-        if self._executor is None:
-            # spawn, not fork: the parent runs decoder threads, and forking them is unsafe.
-            self._executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_start_worker,
-                                                 initargs=(os.getpid(), self._setup, self._args))
-        return self._executor.submit(_run, fn, args)
+        with _signals_held():   # the executor starts its processes (and a resource tracker) in here
+            if self._executor is None:
+                # spawn, not fork: the parent runs decoder threads, and forking them is unsafe.
+                self._executor = ProcessPoolExecutor(self.processes,
+                                                     mp_context=multiprocessing.get_context("spawn"),
+                                                     initializer=_start_worker,
+                                                     initargs=(os.getpid(), self._setup, self._args))
+            return self._executor.submit(_run, fn, args)
 
     @property
     def state(self) -> Any:

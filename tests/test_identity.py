@@ -80,3 +80,62 @@ def test_unknown_labels_are_stable_across_the_film():
     assert unknown_count == 3
     labels = [[p.display_name for p in sorted(s.people, key=lambda p: p.track.center_x)] for s in result]
     assert labels == [["Unknown 1"], ["Unknown 2", "Unknown 1"], ["Alice"], ["Unknown 3", "Unknown 2"]]
+
+
+def mix(name, other, cos):
+    """A unit vector at cosine ``cos`` to ``name``'s, turned towards ``other``'s."""
+    a = BASIS[name]
+    b = unit(BASIS[other] - (BASIS[other] @ a) * a)
+    return unit(cos * a + np.sqrt(1 - cos ** 2) * b)
+
+
+def test_a_face_that_stays_where_it_was_stays_in_its_track():
+    first = Face(0, 0.0, Box(100, 50, 180, 130), 1.0, BASIS["alice"])
+    turned = mix("alice", "erin", 0.82)           # below plain linking (0.85), above overlap linking (0.80)
+    assert len(link([first, Face(10, 0.4, Box(104, 52, 184, 132), 1.0, turned)], THRESHOLD)) == 1
+    assert len(link([first, Face(10, 0.4, Box(400, 52, 480, 132), 1.0, turned)], THRESHOLD)) == 2
+
+
+def test_people_seen_together_are_never_one_person():
+    # Two alike people (0.95, above the film-wide clustering threshold) side by side, then
+    # one of them alone: two people, with or without a cast.
+    a, b = BASIS["alice"], mix("alice", "bob", 0.95)
+    together = shot_of([Face(0, 0.0, Box(100, 50, 180, 130), 1.0, a), Face(0, 0.0, Box(400, 50, 480, 130), 1.0, b)], [0])
+    alone = ShotFaces(Shot(1, 100, 200, 4.0, 8.0, 1), (Keyframe(150, 6.0),),
+                      link([Face(150, 6.0, Box(100, 50, 180, 130), 1.0, b)], THRESHOLD))
+    for cast in (cast_of(), cast_of("alice")):
+        result, _ = identify([together, alone], cast, THRESHOLD)
+        labels = [p.display_name for p in sorted(result[0].people, key=lambda p: p.track.center_x)]
+        assert len(set(labels)) == 2 and len({p.cluster for p in result[0].people}) == 2
+        assert result[1].people[0].display_name == labels[1]
+    # with Alice in the cast, only the closer of the two is her
+    assert labels[0] == "Alice" and labels[1].startswith("Unknown")
+
+
+def test_one_member_names_alike_people_never_seen_together():
+    # Alice in two lights (0.92 apart: two film-wide people) in two shots: both are Alice.
+    cast = cast_of("alice", "bob")
+    warm, cold = mix("alice", "carol", 0.96), mix("alice", "dave", 0.96)
+    assert 0.9 < float(warm @ cold) < 0.93
+    shots = [shot_of([Face(f, f / 25, Box(100, 50, 180, 130), 1.0, warm) for f in (0, 10)], [0, 10]),
+             ShotFaces(Shot(1, 100, 200, 4.0, 8.0, 1), (Keyframe(150, 6.0),),
+                       link([Face(150, 6.0, Box(100, 50, 180, 130), 1.0, cold)], THRESHOLD))]
+    result, unknown_count = identify(shots, cast, THRESHOLD)
+    assert [s.people[0].display_name for s in result] == ["Alice", "Alice"] and unknown_count == 0
+    assert result[0].people[0].cluster != result[1].people[0].cluster
+    assert all(0.3 <= s.people[0].confidence <= 1.0 and s.people[0].margin > 0.5 for s in result)
+
+
+def test_a_lookalike_stranger_is_not_named_when_the_member_is_in_the_film():
+    cast = cast_of("alice", "bob")
+    alice, stranger = mix("alice", "carol", 0.95), mix("alice", "dave", 0.93)
+    assert float(alice @ stranger) < 0.89      # not alike each other: two people
+    shots = [shot_of([Face(0, 0.0, Box(100, 50, 180, 130), 1.0, alice)], [0]),
+             ShotFaces(Shot(1, 100, 200, 4.0, 8.0, 1), (Keyframe(150, 6.0),),
+                       link([Face(150, 6.0, Box(100, 50, 180, 130), 1.0, stranger)], THRESHOLD))]
+    # 0.93 alone would be Alice; beside a 0.95 Alice it is a stranger
+    result, _ = identify(shots, cast, THRESHOLD)
+    names = [s.people[0].display_name for s in result]
+    assert names == ["Alice", "Unknown 1"]
+    (alone,), _ = identify(shots[1:], cast, THRESHOLD)
+    assert alone.people[0].name == "Alice"

@@ -18,10 +18,11 @@ LAYERS = [
     ["movieid.face_stage", "movieid.identity"],                      # faces of shots; who is who
     ["movieid.windows"],
     ["movieid.engines"],
-    ["movieid.describe", "movieid.exports", "movieid.report"],   # outputs of the document
-    ["movieid.annotation", "movieid.writers"],
-    ["movieid.pipeline", "movieid.filmmaker", "movieid.cast_suggest"],
-    ["movieid.batch"],
+    ["movieid.annotation"],
+    ["movieid.subtitles", "movieid.speech", "movieid.describe", "movieid.exports", "movieid.report"],
+    ["movieid.writers"],
+    ["movieid.pipeline", "movieid.filmmaker", "movieid.samples", "movieid.training", "movieid.evaluation"],
+    ["movieid.batch", "movieid.cast_suggest"],
     ["movieid.cli", "movieid.__main__"],
 ]
 ROOTS = {"movieid": REPO / "movieid", "movieid.cli": REPO / "cli", "movieid.models": REPO / "models"}

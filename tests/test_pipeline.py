@@ -138,6 +138,13 @@ def test_without_a_cast_everyone_is_unknown(cardgame, tmp_path):
     assert doc["cast"]["members"] == []
     names = {n for s in doc["shots"] for n in s["names"]}
     assert names and all(n.startswith("Unknown") for n in names)
-    assert doc["unknown_count"] >= 6         # the six card players and the astronaut, at least six labels
+    assert doc["unknown_count"] == len(names) == 7   # the six card players and the astronaut
     assert doc["shots"][6]["names"] == doc["shots"][7]["names"] and len(doc["shots"][6]["names"]) == 1
     assert doc["shots"][0]["names"] != doc["shots"][6]["names"]   # Rachel and Phoebe: two labels
+    assert doc["shots"][1]["names"][1] not in doc["shots"][5]["names"]   # Chandler and Joey (alike): two labels
+    for shot in doc["shots"]:                 # nobody twice in one frame
+        by_frame = {}
+        for face in shot["faces"]:
+            by_frame.setdefault(face["frame"], []).append(face["name"])
+        assert all(len(set(names)) == len(names) for names in by_frame.values()), shot["faces"]
+    validate(doc)

@@ -21,7 +21,8 @@ from .language import (Decode, KVCache, Prefill, QwenModel, inverse_frequencies,
                        positions_for)
 
 MIN_SHARED_PREFIX = 64  # shorter common prefixes save less than their extra forward costs
-PREFILL_TOKENS = 8192  # prompt positions per prefill forward (several rows of equal length together)
+PREFILL_TOKENS = 16384  # prompt positions per prefill forward (several rows of equal length together)
+CACHE_ALIGN = 16  # cache columns rounded up to this (the memory-efficient kernel's mask alignment)
 MAX_BATCH = 256  # rows per batch when sized from free memory: beyond this decode gains nothing
 
 
@@ -186,7 +187,8 @@ def generate_tokens(lm: QwenModel, lm_head: nn.Linear, config: IdaVlmConfig, row
     """
     device, dtype = lm.wte.weight.device, lm.wte.weight.dtype
     batch, longest = len(rows), max(row.suffix for row in rows)
-    cache = KVCache.allocate(config, batch, longest + max_new_tokens, dtype, device)
+    capacity = -(-(longest + max_new_tokens) // CACHE_ALIGN) * CACHE_ALIGN
+    cache = KVCache.allocate(config, batch, capacity, dtype, device)
     inv_freq = inverse_frequencies(config, [row.alpha for row in rows], device)
 
     prefix_caches: dict[int, KVCache] = {}
@@ -210,7 +212,7 @@ def generate_tokens(lm: QwenModel, lm_head: nn.Linear, config: IdaVlmConfig, row
 
     lengths = torch.tensor([row.length for row in rows], device=device)
     first_column = torch.tensor([longest - row.suffix for row in rows], device=device)
-    columns = torch.arange(longest + max_new_tokens, device=device)
+    columns = torch.arange(capacity, device=device)
     shared = [(slice(begin, end), prefix_caches[rows[begin].group]) for begin, end in group_ranges(rows)]
     logn = needs_logn(config, max(row.length for row in rows) + max_new_tokens - 1)
     token = torch.zeros(batch, dtype=torch.long, device=device)

@@ -20,7 +20,7 @@ from .config import IMAGE_TOKENS
 from .generation import alpha_for
 from .language import positions_for
 from .model import ROLES, IdaVlm
-from .prompt import chat_prompt, count_images
+from .prompt import chat_prompt
 from .tokenizer import IMG_END, IMG_START, QwenTokenizer
 
 IGNORE_INDEX = -100  # label of positions without loss (prompt, images, padding)
@@ -306,7 +306,8 @@ class LossModule(nn.Module):
 def merge_lora(weights: dict[str, torch.Tensor], like: IdaVlm, config, adapter_dir=None) -> dict[str, torch.Tensor]:
     """Published weights from a LoRA model's full state dict (peft names, e.g. ``...c_attn.base_layer.weight``
     and ``...c_attn.lora_A.default.weight``): a model of ``like``'s shape is rebuilt on the meta device
-    around ``weights``, its adapters saved to ``adapter_dir`` (peft's layout) and merged by peft."""
+    around ``weights``, its adapters saved to ``adapter_dir`` (peft's layout) and merged by peft.
+    The tensors of ``weights`` are used as they are (no copy; the merged ones change in place)."""
     from peft import get_peft_model
 
     with torch.device("meta"):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import MovieIdError
+from ..files import check_input_file
 from ..video import has_video_stream
 from ..writers import output_paths
 
@@ -104,6 +105,7 @@ def read_manifest(path: Path) -> list[tuple[Path, Path | None, str | None]]:
     """(film, cast, title) rows of a CSV (header ``film,cast,title``) or JSONL manifest;
     relative paths are relative to the manifest's folder."""
     base = path.parent
+    check_input_file(path, "manifest")   # a named pipe would block the read below
     rows: list[dict] = []
     try:
         if path.suffix.lower() == ".csv":

@@ -11,12 +11,16 @@ A film that fails is recorded with a one-line reason and the batch goes on.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import json
 import logging
 import os
+import signal
+import stat
 import time
 from collections import OrderedDict
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -262,19 +266,44 @@ def settings_digest(config: Config, cast: Path | None, backend_model: str) -> st
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
+LOCK_NAME = ".movieid-batch.lock"
+
+
 class _Lock:
-    """One batch at a time per output folder."""
+    """One batch at a time per output folder; a batch's films are ``running`` only while it
+    holds this lock (the kernel drops it when the process dies, SIGKILL included)."""
 
     def __init__(self, out: Path):
-        self.fh = open(out / ".movieid-batch.lock", "w")
+        path = out / LOCK_NAME
         try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # O_NONBLOCK: a named pipe put here must not block the open; read-only is enough for flock
+            try:
+                self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+            except OSError as exc:
+                if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) or not path.exists():
+                    raise
+                self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise MovieIdError(f"output folder is not writable ({exc.strerror or exc})", out) from None
+        if not stat.S_ISREG(os.fstat(self.fd).st_mode):
+            os.close(self.fd)
+            raise MovieIdError("is not a regular file (movieid keeps its batch lock here)", path)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            self.fh.close()
+            os.close(self.fd)
             raise MovieIdError("another movieid batch is writing to this output folder", out) from None
 
+    @classmethod
+    def try_acquire(cls, out: Path) -> "_Lock | None":
+        """The lock when no batch holds it, else None."""
+        try:
+            return cls(out)
+        except MovieIdError:
+            return None
+
     def release(self) -> None:
-        self.fh.close()
+        os.close(self.fd)
 
 
 def run_batch(source: Path, out: Path, cast: Path | None, options: BatchOptions,
@@ -287,9 +316,14 @@ def run_batch(source: Path, out: Path, cast: Path | None, options: BatchOptions,
     except OSError as exc:
         raise MovieIdError(f"cannot create the output folder ({exc.strerror or exc})", out) from None
     lock = _Lock(out)
-    journal = Journal(out)
+    try:
+        journal = Journal(out)
+    except BaseException:
+        lock.release()
+        raise
     summary = Summary()
     try:
+        journal.interrupt_running("its batch was stopped or killed")   # we hold the lock: nobody runs them
         remove_stale_temp_files(out)
         jobs = find_jobs(source, out, cast)
         journal.mark_gone({job.key for job in jobs})
@@ -308,13 +342,30 @@ def run_batch(source: Path, out: Path, cast: Path | None, options: BatchOptions,
                 plan.append((job, fp, settings))
         log.info("%d films: %d to do, %d done already, %d failed before", len(jobs), len(plan),
                  summary.skipped, summary.failed_before)
+        journal.pending(plan)
         if plan:
             _execute(plan, options, journal, summary, progress)
+            journal.interrupt_running("the batch stopped at the first failure (--fail-fast)")
+    except BaseException:   # Ctrl-C, SIGTERM, a journal that cannot be written, a bug
+        _mark_interrupted(journal)
+        raise
     finally:
         journal.close()
         lock.release()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _mark_interrupted(journal: Journal) -> None:
+    """The films in flight become ``interrupted``, not left ``running``; a second Ctrl-C or
+    SIGTERM waits until this is written (it is delivered right after)."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        journal.interrupt_running()
+    except MovieIdError as exc:
+        log.debug("could not mark the films in flight as interrupted: %s", exc)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 class _Stop(Exception):
@@ -397,20 +448,32 @@ def _captions(options: BatchOptions):
 
 
 def status(out: Path) -> list:
-    """The journal's entries (for ``movieid batch-status``)."""
+    """The journal's entries (for ``movieid batch-status``). Films ``running`` with no batch
+    holding the folder's lock were interrupted: they are marked so (in the journal too, when
+    it can be written)."""
     from .journal import JOURNAL_NAME
 
-    if not (Path(out) / JOURNAL_NAME).is_file():
+    path = Path(out) / JOURNAL_NAME
+    if not (path.exists() or path.is_symlink()):
         raise MovieIdError("no batch journal here (run movieid batch with -o pointing to this folder)", out)
     journal = Journal(out)
+    lock = _Lock.try_acquire(Path(out))
     try:
-        return journal.entries()
+        if lock is not None:
+            with contextlib.suppress(MovieIdError):
+                journal.interrupt_running("its batch was stopped or killed")
+        entries = journal.entries()
     finally:
+        if lock is not None:
+            lock.release()
         journal.close()
+    if lock is None:
+        return entries
+    return [dataclasses.replace(e, state="interrupted") if e.state == "running" else e for e in entries]
 
 
 def summarise(entries: Iterable) -> dict[str, int]:
-    counts = {"done": 0, "failed": 0, "running": 0, "pending": 0, "gone": 0}
+    counts = {"done": 0, "failed": 0, "interrupted": 0, "running": 0, "pending": 0, "gone": 0}
     for entry in entries:
         counts[entry.state] = counts.get(entry.state, 0) + 1
     return counts

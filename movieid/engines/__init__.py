@@ -1,4 +1,5 @@
-"""Caption engines: ``faces`` (offline default) and ``ida-vlm`` (the ID-aware VLM)."""
+"""Caption engines: ``faces`` (offline default), ``ida-vlm`` (the ID-aware VLM) and ``vlm`` (open
+VLMs through transformers)."""
 from __future__ import annotations
 
 from ..config import EngineConfig
@@ -13,6 +14,12 @@ def load_engine(config: EngineConfig) -> Engine:
         from .faces import FacesEngine
 
         return FacesEngine()
+    if config.name == "vlm":
+        try:
+            from .vlm import VlmEngine
+        except ImportError as exc:
+            raise missing_dependency(exc, "the vlm engine", "hf") from None
+        return VlmEngine(config)
     try:
         from .ida_vlm import IdaVlmEngine
     except ImportError as exc:

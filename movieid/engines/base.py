@@ -13,12 +13,15 @@ import numpy as np
 
 from ..records import Caption, Cast, ShotPeople, Window
 
+ENGINE_FRAME_SIDE = 896   # test frames for model engines: enough for a 448 px model input
+
 
 @dataclass(frozen=True, eq=False)
 class CaptionRequest:
     window: Window
     people: ShotPeople
     pixels: Mapping[int, np.ndarray] = field(default_factory=dict, repr=False)  # test frame -> RGB
+    film_size: tuple[int, int] = (0, 0)   # (width, height) of the film pixels face boxes are in
 
     def frames(self) -> list[np.ndarray]:
         """The window's test frames as RGB arrays, in window order."""

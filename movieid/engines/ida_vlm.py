@@ -17,14 +17,11 @@ from ..models.ida_vlm import IdaVlm, Request, RoleImage, build_id_query
 from ..records import Caption, Cast
 from .base import CaptionRequest, Engine
 from .faces import describe
-from .text import clean_caption, mentioned_names
+from .text import GENERAL_INSTRUCTION, INSTRUCTION, clean_caption, mentioned_names
 
 log = logging.getLogger(__name__)
 
 AUTO_CHUNK = 64   # windows per generate() call when the model sizes its own batches
-INSTRUCTION = "Describe in one or two sentences who is doing what, calling each person by name."
-GENERAL_AUTO_CHUNK = 64   # windows per generate() call when the model sizes its own batches
-INSTRUCTION = "Describe in one or two sentences who is doing what."
 
 
 class IdaVlmEngine(Engine):

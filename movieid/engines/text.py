@@ -1,4 +1,4 @@
-"""Model answers turned into captions, the same way for every VLM engine.
+"""What every VLM engine asks and how its answers become captions, in one place.
 
 A model can answer with chat or grounding markup, a role prefix, more than two sentences,
 or control characters (a tiny or untrained model emits bytes like U+0004): a caption is
@@ -11,6 +11,8 @@ import unicodedata
 
 from ..records import Cast
 
+INSTRUCTION = "Describe in one or two sentences who is doing what, calling each person by name."
+GENERAL_INSTRUCTION = "Describe in one or two sentences who is doing what."   # a window without ID images
 _MARKUP = re.compile(r"<\|[^|>]*\|>|</?(?:ref|quad|img|imgpad)>|<box>.*?</box>", re.DOTALL)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'“(]?[A-Z0-9])")
 

@@ -39,6 +39,9 @@ class FaceBackend(ABC):
 
     name: str = "?"
     match_threshold: float = 0.5   # cosine similarity; tuned per backend
+    # Film-wide people and naming (``identity``); None derives them from match_threshold.
+    cluster_threshold: float | None = None   # tracks average this much or more: one person
+    confidence_margin: float | None = None   # a name's margin that counts as confidence 1
 
     @property
     @abstractmethod

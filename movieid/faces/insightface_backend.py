@@ -287,6 +287,8 @@ class InsightFaceBackend(FaceBackend):
 
     name = "insightface"
     match_threshold = 0.28
+    cluster_threshold = 0.40    # not measured on film frames (no weights here); stricter than a match
+    confidence_margin = 0.10
 
     def __init__(self, pack: str | Path, det_size: tuple[int, int] = (640, 640),
                  det_thresh: float = 0.5, providers: list[str] | None = None):

@@ -163,6 +163,7 @@ def _train(options: TrainOptions, processes: Processes, progress: bool | None) -
     order = draw_order([len(s) for s in per_source], [s.weight for s in sources],
                        plan.steps * plan.batch_size, options.seed)
 
+    torch.manual_seed(options.seed)  # LoRA's initial adapters
     model = _prepare_model(options, folder, processes)
     module = LossModule(model)
     if processes.sharded:

@@ -36,15 +36,15 @@ def annotate(film, cast_dir, output, overwrite, verbose, quiet, **pipeline):
     from movieid.annotation import document
     from movieid.pipeline import annotate as annotate_film
     from movieid.video import probe
-    from movieid.writers import check_outputs, output_paths, write_outputs
+    from movieid.writers import check_outputs, output_paths, write_annotation
 
     config = build_config(overwrite=overwrite, **pipeline)
     film = probe(film)  # a bad film fails before any model loads
-    paths = output_paths(output or film.path.parent, film.path.stem, config.outputs.formats)
+    paths = output_paths(output or film.path.parent, film.path.stem, config.outputs.files)
     check_outputs(paths, config.outputs.overwrite)
     with progress_bars(quiet) as progress:
         result = annotate_film(film, cast_dir, config, progress)
-    written = write_outputs(document(result), paths, config.outputs.overwrite)
+        written = write_annotation(document(result), paths, config.outputs, film.path, progress)
     if not quiet:
         named = sorted({p.name for s in result.shots for p in s.people.people if p.name})
         click.echo(f"{film.path.name}: {len(result.shots)} shots, cast on screen: {', '.join(named) or 'nobody'}; "

@@ -21,6 +21,7 @@ from .cast import cast
 from .data import data
 from .evaluate import evaluate
 from .models import models
+from .report import report
 from .train import train
 
 
@@ -88,6 +89,8 @@ def cli():
     movieid shots film.mp4                      the shot list
     movieid cast check cast/                    validate a cast folder
     movieid batch /archive --cast cast/ -o out  a whole archive, resumably
+    movieid report film.json                    the review page of an annotation
+    movieid cast suggest film.mp4 -o cast/      cast folders of the people the film shows
     """
 
 
@@ -96,6 +99,7 @@ cli.add_command(shots)
 cli.add_command(batch)
 cli.add_command(batch_status)
 cli.add_command(cast)
+cli.add_command(report)
 cli.add_command(models)
 cli.add_command(train)
 cli.add_command(data)

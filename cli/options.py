@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from movieid.config import (DETECTOR_THRESHOLDS, ENGINES, FACE_BACKENDS, FORMATS, CastConfig, Config, ConfigError,
-                            EngineConfig, FaceConfig, IdentityConfig, OutputConfig, ShotConfig, WindowConfig)
+from movieid.config import (DETECTOR_THRESHOLDS, ENGINES, FACE_BACKENDS, FORMAT_CHOICES, FORMATS, CastConfig, Config,
+                            ConfigError, EngineConfig, FaceConfig, IdentityConfig, OutputConfig, ShotConfig,
+                            WindowConfig)
 
 from .common import FiniteFloat
 
@@ -22,7 +23,8 @@ FLAGS = {
     "engine.name": "--engine", "engine.model": "--model", "engine.variant": "--variant",
     "engine.device": "--device", "engine.batch_size": "--batch-size", "engine.max_new_tokens": "--max-new-tokens",
     "engine.mark_faces": "--mark-faces", "engine.max_pixels": "--vlm-max-pixels",
-    "outputs.formats": "--format", "outputs.overwrite": "--overwrite", "workers": "--workers",
+    "outputs.formats": "--format", "outputs.overwrite": "--overwrite", "outputs.min_duration": "--min-duration",
+    "outputs.ad": "--ad", "outputs.reading_speed": "--reading-speed", "workers": "--workers",
     "cache_dir": "--cache-dir",
 }
 
@@ -90,8 +92,16 @@ pipeline_options = _stack(
                  help="Fail on a cast photo without exactly one face, or skip it with a warning."),
     click.option("--min-confidence", type=FiniteFloat(0), default=IdentityConfig.min_confidence, show_default=True,
                  help="Give a cast name only at this confidence or above (0..1; README: how names are decided)."),
-    click.option("--format", "formats", type=click.Choice(FORMATS), multiple=True,
-                 help="Output formats (repeatable; default: all three)."),
+    click.option("--format", "formats", type=click.Choice(FORMAT_CHOICES), multiple=True,
+                 help="Output formats (repeatable; default: srt, vtt and json). html: the review page; "
+                      "csv: one row per shot; otio: an OpenTimelineIO timeline with a marker per shot."),
+    click.option("--ad", is_flag=True,
+                 help="Also write an audio-description track (FILM.ad.vtt / FILM.ad.srt) placed in the pauses "
+                      "between speech (needs silero-vad: pip install 'movieid[ad]')."),
+    click.option("--reading-speed", type=FiniteFloat(1), default=15.0, show_default=True,
+                 help="--ad: characters per second a description line needs."),
+    click.option("--min-duration", type=FiniteFloat(0), default=1.0, show_default=True,
+                 help="Shortest time in seconds a subtitle stays on screen (every text track)."),
     click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
                  help="Face-analysis processes (0: one per CPU core); batch: films analysed at once."),
 )
@@ -104,9 +114,13 @@ def shot_config(detector, threshold, min_shot_len, max_shot_len) -> ShotConfig:
 
 def build_config(engine, model, variant, device, batch_size, max_new_tokens, mark_faces, vlm_max_pixels, detector,
                  threshold, min_shot_len, max_shot_len, frames_per_shot, max_images, face_backend, face_models,
-                 cache_dir, face_size, min_face, cast_strict, min_confidence, formats, workers,
-                 overwrite=False) -> Config:
+                 cache_dir, face_size, min_face, cast_strict, min_confidence, formats, ad, reading_speed, min_duration,
+                 workers, overwrite=False) -> Config:
     """The flags of annotate or batch as a validated ``Config``."""
+    if ad:
+        from movieid.speech import model_path
+
+        model_path()   # no voice-activity model: fail before any work
     shots = shot_config(detector, threshold, min_shot_len, max_shot_len)
     return _built(lambda: Config(
         shots=shots,
@@ -117,7 +131,8 @@ def build_config(engine, model, variant, device, batch_size, max_new_tokens, mar
         windows=WindowConfig(frames_per_shot=frames_per_shot, max_images=max_images),
         engine=EngineConfig(name=engine, model=model, variant=variant, device=device, batch_size=batch_size,
                             max_new_tokens=max_new_tokens, mark_faces=mark_faces, max_pixels=vlm_max_pixels),
-        outputs=OutputConfig(formats=tuple(dict.fromkeys(formats or FORMATS)), overwrite=overwrite),
+        outputs=OutputConfig(formats=tuple(dict.fromkeys(formats or FORMATS)), overwrite=overwrite,
+                             min_duration=min_duration, ad=ad, reading_speed=reading_speed),
         workers=workers, cache_dir=None if cache_dir is None else str(cache_dir)))
 
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from importlib import resources
+from pathlib import Path
 
 from . import __version__
+from .errors import MovieIdError
+from .files import check_input_file
 from .records import Cast, Film, FilmAnnotation, Shot, ShotAnnotation, WindowImage
 
 SCHEMA_VERSION = "1.0"
@@ -107,3 +110,26 @@ def validate(doc: dict) -> None:
     import jsonschema
 
     jsonschema.Draft202012Validator(load_schema()).validate(doc)
+
+
+def read_annotation(path: str | Path) -> dict:
+    """An annotation JSON file (e.g. one a person has edited), checked against the schema; any
+    problem is one ``MovieIdError`` line naming the file and the place."""
+    import jsonschema
+
+    path = Path(path)
+    check_input_file(path, "annotation file")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise MovieIdError("is not a text file (an annotation is JSON)", path) from None
+    except OSError as exc:
+        raise MovieIdError(f"cannot read annotation ({exc.strerror or exc})", path) from None
+    except json.JSONDecodeError as exc:
+        raise MovieIdError(f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", path) from None
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(load_schema()).iter_errors(doc))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "top level"
+        message = error.message if len(error.message) <= 160 else error.message[:157] + "..."
+        raise MovieIdError(f"does not follow the annotation schema at {where}: {message}", path)
+    return doc

@@ -17,7 +17,11 @@ from .errors import MovieIdError, missing_dependency
 DETECTOR_THRESHOLDS = {"adaptive": 3.0, "content": 27.0}
 FACE_BACKENDS = ("auto", "dlib", "insightface")
 ENGINES = ("faces", "ida-vlm", "vlm")
-FORMATS = ("srt", "vtt", "json")
+FORMATS = ("srt", "vtt", "json")                   # written by default
+EXTRA_FORMATS = ("html", "csv", "otio")            # on request: the review page, one row per shot, a timeline
+FORMAT_CHOICES = FORMATS + EXTRA_FORMATS
+AD_FORMATS = {"srt": "ad.srt", "vtt": "ad.vtt"}    # with outputs.ad: a description track beside each caption track
+ALL_FORMATS = FORMAT_CHOICES + tuple(AD_FORMATS.values())
 
 
 class ConfigError(MovieIdError):
@@ -129,11 +133,27 @@ class EngineConfig:
 class OutputConfig:
     formats: tuple[str, ...] = FORMATS
     overwrite: bool = False
+    min_duration: float = 1.0          # seconds every subtitle stays on screen at least (all text tracks)
+    ad: bool = False                   # an audio-description track, placed between the dialogue
+    reading_speed: float = 15.0        # characters per second a description line needs
 
     def __post_init__(self) -> None:
         _check(len(self.formats) > 0, "outputs.formats", "must name at least one format")
         for fmt in self.formats:
-            _choice(fmt, FORMATS, "outputs.formats")
+            _choice(fmt, FORMAT_CHOICES, "outputs.formats")
+        _finite(self.min_duration, "outputs.min_duration")
+        _finite(self.reading_speed, "outputs.reading_speed", minimum=1.0)
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The formats written: the chosen ones and, with ``ad``, a description track for each
+        caption track chosen (``ad.srt``, ``ad.vtt``)."""
+        return self.formats + tuple(AD_FORMATS[f] for f in self.formats if self.ad and f in AD_FORMATS)
+
+    def to_json(self) -> dict:
+        """What the files hold besides the analysis (a batch redoes a film when it changes)."""
+        return {"formats": sorted(self.files), "min_duration": self.min_duration,
+                **({"reading_speed": self.reading_speed} if self.ad else {})}
 
 
 def _ida_vlm_max_images() -> int:

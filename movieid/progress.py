@@ -1,7 +1,7 @@
 """Progress of the long steps, reported through one callback: ``progress(step, done, total)``.
 
-The library only calls the callback (``step`` is "cast", "shots", "faces", "captions" or
-"films"; ``done`` and ``total`` count that step's units; ``total`` may grow while the step
+The library only calls the callback (``step`` is "cast", "shots", "faces", "captions",
+"films", "speech", "thumbnails" or "suggest"; ``done`` and ``total`` count that step's units; ``total`` may grow while the step
 runs). ``Bars`` turns the calls into tqdm bars for the command line; ``None`` means silence.
 """
 from __future__ import annotations
@@ -12,7 +12,8 @@ from tqdm import tqdm
 
 Progress = Optional[Callable[[str, int, int], None]]
 
-UNITS = {"cast": "photo", "shots": "frame", "faces": "shot", "captions": "shot", "films": "film"}
+UNITS = {"cast": "photo", "shots": "frame", "faces": "shot", "captions": "shot", "films": "film", "speech": "s",
+         "thumbnails": "frame", "suggest": "person"}
 
 
 def report(progress: Progress, step: str, done: int, total: int) -> None:

@@ -1,46 +1,74 @@
-"""The annotation document written as SRT, WebVTT and JSON, all or nothing.
+"""The annotation document written as SRT, WebVTT, JSON and, on request, the review page
+(HTML), CSV, OpenTimelineIO and audio-description tracks, all or nothing.
 
 Each format is one function of the JSON document (``annotation.document``), so ``annotate``,
-``batch`` and a re-render from an edited JSON share them. Files are rendered completely,
-then placed together (``files.write_files``): a failure never leaves a half-written output,
-and without ``overwrite`` no existing file is replaced, also one that appeared during the run.
+``batch`` and a re-render from an edited JSON (``movieid report``) share them; text tracks
+follow the subtitle conventions of ``subtitles``. Files are rendered completely, then placed
+together (``files.write_files``): a failure never leaves a half-written output, and without
+``overwrite`` no existing file is replaced, also one that appeared during the run.
 """
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .config import FORMATS
+from .config import ALL_FORMATS, OutputConfig
 from .errors import MovieIdError
 from .files import remove_temp_files, write_files
-from .video import format_time
+from .progress import Progress
+from .subtitles import TrackStyle, render_srt, render_vtt
 
 
-def render_srt(doc: dict) -> str:
-    import srt
-
-    cues = [srt.Subtitle(index=i, start=timedelta(seconds=s["start"]), end=timedelta(seconds=s["end"]),
-                         content=s["caption"]) for i, s in enumerate(doc["shots"], 1)]
-    return srt.compose(cues, reindex=False)
-
-
-def render_vtt(doc: dict) -> str:
-    import webvtt
-
-    vtt = webvtt.WebVTT()
-    for s in doc["shots"]:
-        vtt.captions.append(webvtt.Caption(format_time(s["start"]), format_time(s["end"]), s["caption"],
-                                           identifier=f"shot-{s['index']}"))
-    return vtt.content
+@dataclass(frozen=True)
+class RenderContext:
+    path: Path                         # where the output goes
+    style: TrackStyle = TrackStyle()   # text-track conventions
+    film: Path | None = None           # the annotated film (default: the path the document records)
+    progress: Progress = None
 
 
 def render_json(doc: dict) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-RENDERERS: dict[str, Callable[[dict], str]] = {"srt": render_srt, "vtt": render_vtt, "json": render_json}
+def _html(doc: dict, ctx: RenderContext) -> str:
+    from .report import render_html
+
+    return render_html(doc, film=ctx.film, base=ctx.path.parent, style=ctx.style, progress=ctx.progress)
+
+
+def _csv(doc: dict, ctx: RenderContext) -> str:
+    from .exports import render_csv
+
+    return render_csv(doc)
+
+
+def _otio(doc: dict, ctx: RenderContext) -> str:
+    from .exports import render_otio
+
+    return render_otio(doc)
+
+
+def _ad_srt(doc: dict, ctx: RenderContext) -> str:
+    from .describe import render_ad_srt
+
+    return render_ad_srt(doc, ctx.style)
+
+
+def _ad_vtt(doc: dict, ctx: RenderContext) -> str:
+    from .describe import render_ad_vtt
+
+    return render_ad_vtt(doc, ctx.style)
+
+
+RENDERERS: dict[str, Callable[[dict, RenderContext], str]] = {
+    "srt": lambda doc, ctx: render_srt(doc, ctx.style),
+    "vtt": lambda doc, ctx: render_vtt(doc, ctx.style),
+    "json": lambda doc, ctx: render_json(doc),
+    "html": _html, "csv": _csv, "otio": _otio, "ad.srt": _ad_srt, "ad.vtt": _ad_vtt,
+}
 
 
 def output_paths(out_dir: Path, stem: str, formats: Sequence[str]) -> dict[str, Path]:
@@ -64,9 +92,11 @@ def check_outputs(paths: dict[str, Path], overwrite: bool) -> None:
                 raise MovieIdError("output exists (pass --overwrite to replace it)", path)
 
 
-def write_outputs(doc: dict, paths: dict[str, Path], overwrite: bool) -> list[Path]:
+def write_outputs(doc: dict, paths: dict[str, Path], overwrite: bool, style: TrackStyle = TrackStyle(),
+                  film: Path | None = None, progress: Progress = None) -> list[Path]:
     """Render every format, then place all files together."""
-    files = {path: RENDERERS[fmt](doc).encode("utf-8") for fmt, path in paths.items()}
+    files = {path: RENDERERS[fmt](doc, RenderContext(path, style, film, progress)).encode("utf-8")
+             for fmt, path in paths.items()}
     try:
         return write_files(files, replace=overwrite)
     except FileExistsError as exc:
@@ -75,6 +105,18 @@ def write_outputs(doc: dict, paths: dict[str, Path], overwrite: bool) -> list[Pa
         raise MovieIdError(f"cannot write output ({exc.strerror or exc})", next(iter(paths.values())).parent) from None
 
 
+def write_annotation(doc: dict, paths: dict[str, Path], outputs: OutputConfig, film: Path,
+                     progress: Progress = None) -> list[Path]:
+    """A film's outputs as ``outputs`` asks: with ``ad``, speech in ``film`` is found first and
+    each shot's description placed around it (``describe``), in the JSON and its tracks."""
+    style = TrackStyle(min_duration=outputs.min_duration)
+    if outputs.ad:
+        from .describe import AdOptions, describe_film
+
+        doc = describe_film(doc, film, AdOptions(reading_speed=outputs.reading_speed), style, progress=progress)
+    return write_outputs(doc, paths, outputs.overwrite, style, film=film, progress=progress)
+
+
 def remove_stale_temp_files(folder: Path) -> int:
     """Delete temporary files a killed run left beside outputs."""
-    return remove_temp_files(folder, [f"*.{fmt}" for fmt in FORMATS])
+    return remove_temp_files(folder, [f"*.{fmt}" for fmt in ALL_FORMATS])

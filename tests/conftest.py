@@ -151,3 +151,73 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
     """Run the real ``movieid`` command line in a subprocess."""
     return subprocess.run([sys.executable, "-m", "movieid", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd or REPO, env=env, timeout=600)
+
+
+# ----------------------------------------------------------------------------- the sample film, speech
+
+@pytest.fixture(scope="session")
+def sample(films) -> tuple[Path, Path, FilmSpec]:
+    """The bundled sample film and its cast, built as build_sample.py builds them: (film, cast, spec)."""
+    from sample_videos.build_sample import film_spec
+
+    photos = (package_photo("insightface", "data", "images", "t1.jpg"), package_photo("skimage", "data", "astronaut.png"),
+              package_photo("skimage", "data", "rocket.jpg"), package_photo("skimage", "data", "coffee.png"))
+    out = films / "sample"
+    build_cast(photos[0], photos[1], out / "cast")
+    spec = film_spec(*photos)
+    return make_film(spec, out / "sample.mp4"), out / "cast", spec
+
+
+def dlib_config(tmp_path: Path):
+    """The offline configuration the tests annotate with: dlib faces, one worker, a private cache."""
+    from movieid.config import Config, FaceConfig
+
+    return Config(faces=FaceConfig(backend="dlib"), workers=1, cache_dir=str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def sample_doc(sample, tmp_path_factory) -> dict:
+    """The sample film annotated with its cast (dlib, offline engine): the JSON document."""
+    from movieid.annotation import document
+    from movieid.pipeline import annotate
+
+    film, cast, _ = sample
+    return document(annotate(film, cast, dlib_config(tmp_path_factory.mktemp("sample-doc"))))
+
+
+# Speech the film below carries: (start in seconds, sentence), spoken by espeak-ng.
+SPEECH = [(0.3, "Hello there. I think we should play another round of cards tonight."),
+          (6.0, "Joey, put the cards down. We are leaving now.")]
+SPEECH_FILM_SECONDS = 12.0
+
+
+@pytest.fixture(scope="session")
+def speech_film(films) -> tuple[Path, list[tuple[float, float]]]:
+    """A 12 s film of four 3 s shots with real speech (espeak-ng) at known times:
+    (film, [(start, end) of each sentence])."""
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng is not installed (Debian: apt-get install espeak-ng)")
+    t1 = package_photo("insightface", "data", "images", "t1.jpg")
+    rocket = package_photo("skimage", "data", "rocket.jpg")
+    shots = [ShotSpec(t1, 75, "static", ("Rachel",), crop=crop(0, 250, 270, 152)),
+             ShotSpec(t1, 75, "pan_right", ("Ross", "Chandler"), crop=crop(400, 250, 500, 281)),
+             ShotSpec(rocket, 75, "static", ()),
+             ShotSpec(t1, 75, "static", ("Joey",), crop=crop(820, 74, 240, 135))]
+    folder = films / "speech"
+    video = make_film(FilmSpec(shots, width=640, height=360, fps=25), folder / "video.mp4")
+    inputs, filters, truth = [], [], []
+    for i, (start, text) in enumerate(SPEECH):
+        wav = folder / f"line{i}.wav"
+        subprocess.run(["espeak-ng", "-w", str(wav), text], check=True, capture_output=True)
+        seconds = float(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of",
+                                        "csv=p=0", str(wav)], check=True, capture_output=True, text=True).stdout)
+        truth.append((start, start + seconds))
+        inputs += ["-i", str(wav)]
+        filters.append(f"[{i + 1}:a]adelay={int(start * 1000)}:all=1[a{i}]")
+    mix = ";".join(filters) + ";" + "".join(f"[a{i}]" for i in range(len(SPEECH))) + \
+        f"amix=inputs={len(SPEECH)}:normalize=0,apad,atrim=0:{SPEECH_FILM_SECONDS}[out]"
+    film = folder / "speech.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(video), *inputs, "-filter_complex", mix,
+                    "-map", "0:v", "-map", "[out]", "-c:v", "copy", "-c:a", "aac", "-ar", "44100", str(film)],
+                   check=True)
+    return film, truth

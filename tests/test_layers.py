@@ -13,7 +13,7 @@ LAYERS = [
     ["movieid", "movieid.errors", "movieid.records"],                # the version; records that flow between stages
     ["movieid.config", "movieid.files", "movieid.progress"],
     ["movieid.video", "movieid.faces", "movieid.workers"],
-    ["movieid.shots", "movieid.keyframes", "movieid.cast"],
+    ["movieid.shots", "movieid.keyframes", "movieid.cast", "movieid.speech", "movieid.subtitles"],
     ["movieid.scan", "movieid.tracks"],                              # the decoding pass; faces into tracks
     ["movieid.face_stage", "movieid.identity"],                      # faces of shots; who is who
     ["movieid.windows"],

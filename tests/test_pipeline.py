@@ -15,6 +15,7 @@ from movieid.writers import check_outputs, output_paths, write_outputs
 from sample_videos.build_sample import crop
 
 from .conftest import CARDGAME_MAX_SHOT_LEN, MULTISHOT_MAX_SHOT_LEN
+from .subtitle_rules import check_conventions, read_cues, vtt_seconds
 
 
 def config(tmp_path, max_shot_len=CARDGAME_MAX_SHOT_LEN, max_images=8, workers=1):
@@ -72,6 +73,8 @@ def test_json_follows_the_schema_and_uses_presentation_times(result, cardgame):
 
 
 def test_subtitles_parse_back_with_one_cue_per_shot(result, tmp_path):
+    """One cue per shot at the shot's times, except that a cue stays at least 1 s on screen
+    (a flash cut) and the next one then starts when it ends."""
     import srt
     import webvtt
 
@@ -81,12 +84,17 @@ def test_subtitles_parse_back_with_one_cue_per_shot(result, tmp_path):
     cues = list(srt.parse(paths["srt"].read_text()))
     vtt = webvtt.read(str(paths["vtt"]))
     assert len(cues) == len(vtt.captions) == len(result.shots)
+    check_conventions(read_cues(paths["srt"]))
+    check_conventions(read_cues(paths["vtt"]))
+    previous_end = 0.0
     for cue, caption, shot in zip(cues, vtt.captions, result.shots):
-        assert cue.start.total_seconds() == pytest.approx(shot.shot.start, abs=1e-3)
-        assert cue.end.total_seconds() == pytest.approx(shot.shot.end, abs=1e-3)
-        h, m, sec = caption.start.split(":")
-        assert int(h) * 3600 + int(m) * 60 + float(sec) == pytest.approx(shot.shot.start, abs=1e-3)
-        assert cue.content == caption.text == shot.caption.text
+        start = max(shot.shot.start, previous_end)
+        assert cue.start.total_seconds() == pytest.approx(start, abs=1e-3)
+        assert cue.end.total_seconds() == pytest.approx(max(shot.shot.end, start + 1.0), abs=1e-3)
+        assert vtt_seconds(caption.start) == pytest.approx(start, abs=1e-3)
+        assert cue.content == caption.text
+        assert cue.content.replace("\n", " ") == shot.caption.text
+        previous_end = cue.end.total_seconds()
     assert json.loads(paths["json"].read_text())["shots"][0]["caption"] == result.shots[0].caption.text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["film.json", "film.srt", "film.vtt"]
 

@@ -42,7 +42,7 @@ from ..progress import Progress, report
 from ..records import FilmAnnotation
 from ..video import probe
 from ..workers import WorkerPool, result
-from ..writers import remove_stale_temp_files, write_outputs
+from ..writers import remove_stale_temp_files, write_annotation
 from .jobs import Job, find_jobs
 from .journal import Journal
 
@@ -261,7 +261,7 @@ class RayCaptions:
 
 def settings_digest(config: Config, cast: Path | None, backend_model: str) -> str:
     """What a film's outputs depend on besides the film: a changed value redoes the film."""
-    data = {"tool": __version__, "settings": config.to_json(), "formats": sorted(config.outputs.formats),
+    data = {"tool": __version__, "settings": config.to_json(), "outputs": config.outputs.to_json(),
             "cast": folder_digest(cast, backend_model)}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -403,7 +403,8 @@ def _execute(plan, options: BatchOptions, journal: Journal, summary: Summary, pr
                 try:
                     doc = document(dataclasses.replace(c.annotation, title=c.job.title))
                     c.job.output_dir.mkdir(parents=True, exist_ok=True)
-                    written = write_outputs(doc, c.job.outputs(config.outputs.formats), overwrite=True)
+                    written = write_annotation(doc, c.job.outputs(config.outputs.files),
+                                               dataclasses.replace(config.outputs, overwrite=True), c.job.film)
                 except Exception as exc:  # the batch goes on: the film is recorded as failed
                     reason = _reason(exc)
             record(c.job, analysed[c.job.key] + c.seconds, reason, written)

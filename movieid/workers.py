@@ -7,10 +7,9 @@ same happens in this process, so serial and parallel runs share one code path.
 A worker must never outlive the run: each asks the kernel to kill it when its parent dies
 (``PR_SET_PDEATHSIG`` on Linux) and also watches its parent's pid, so ``kill -9`` of the
 parent leaves nothing behind. Workers ignore Ctrl-C (the terminal sends it to the whole
-process group): the parent alone handles it and stops them. Workers are started with
-SIGINT and SIGTERM blocked, so one that is still starting Python when Ctrl-C comes holds it
-pending until it ignores it, instead of printing a KeyboardInterrupt traceback; the parent
-gets its own Ctrl-C right after the start.
+process group): the parent alone handles it and stops them. Ctrl-C or SIGTERM during a
+worker's start waits until the start is complete (see ``_signals_held``), so no half-started
+worker prints a traceback.
 """
 from __future__ import annotations
 
@@ -37,12 +36,28 @@ _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 @contextlib.contextmanager
 def _signals_held():
-    """SIGINT and SIGTERM blocked while processes are started here: they inherit the mask."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    """While processes are started here, Ctrl-C and SIGTERM wait until the start is complete.
+
+    The children inherit the blocked mask, so one still starting Python keeps them pending
+    until it ignores them (no KeyboardInterrupt traceback from it). In this process they are
+    recorded and raised again afterwards: a start cut half-way (the parent gone before it
+    sent the child its task) leaves a child printing an EOFError traceback. Python runs
+    signal handlers in the main thread only, so only there can they be deferred.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: arrived.append(signum)) for s in _STOP_SIGNALS}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)     # what came while blocked is recorded now
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        for signum in dict.fromkeys(arrived):
+            signal.raise_signal(signum)
 
 
 def _die_with_parent(parent: int) -> None:

@@ -29,8 +29,9 @@ CORE = [
     "scikit-image>=0.21",          # sample film photos
 ]
 VLM = ["torch>=2.4", "tiktoken>=0.6", "safetensors>=0.4", "huggingface_hub>=0.23"]
+TRAIN = [*VLM, "peft>=0.13"]       # movieid train --lora (FSDP and checkpoints come with torch)
 RAY = ["ray>=2.9"]
-TEST = ["pytest>=8", "onnx>=1.15", *VLM, *RAY]
+TEST = ["pytest>=8", "onnx>=1.15", *TRAIN, *RAY]
 
 setup(
     name="movieid",
@@ -46,7 +47,7 @@ setup(
     package_dir={"movieid.cli": "cli", "movieid.models": "models"},
     package_data={"movieid": ["schema/*.json"]},
     install_requires=CORE,
-    extras_require={"vlm": VLM, "ray": RAY, "test": TEST, "all": VLM + RAY},
+    extras_require={"vlm": VLM, "train": TRAIN, "ray": RAY, "test": TEST, "all": TRAIN + RAY},
     entry_points={"console_scripts": ["movieid=movieid.cli.main:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Multimedia :: Video"],
 )

@@ -20,7 +20,7 @@ from .config import IMAGE_TOKENS
 from .generation import alpha_for
 from .language import positions_for
 from .model import ROLES, IdaVlm
-from .prompt import chat_prompt, count_images
+from .prompt import chat_prompt
 from .tokenizer import IMG_END, IMG_START, QwenTokenizer
 
 IGNORE_INDEX = -100  # label of positions without loss (prompt, images, padding)
@@ -237,7 +237,7 @@ def lora_config(rank: int, alpha: float, dropout: float, targets: Sequence[str] 
                       target_modules=lora_target_pattern(targets))
 
 
-def add_lora(model: IdaVlm, config) -> "peft.PeftModel":  # noqa: F821
+def add_lora(model: IdaVlm, config):
     """Wrap ``model`` with LoRA adapters (peft, in place: ``model`` itself gains the adapter layers
     and everything else freezes). An ID-Former trains fully alongside: it is new in an idf model
     started from base, and small."""

@@ -40,7 +40,8 @@ RAY = ["ray>=2.9"]
 # --ad: silero_vad.onnx comes from the silero-vad wheel and runs on onnxruntime; movieid never
 # imports the package, but its metadata requires torch (`pip install --no-deps silero-vad` avoids it).
 AD = ["silero-vad>=5.1"]
-TEST = ["pytest>=8", "onnx>=1.15", "selenium>=4.20", "otio-cmx3600-adapter>=1.0", *VLM, *HF, *RAY, *AD]
+TRAIN = [*VLM, "peft>=0.13"]       # movieid train --lora (FSDP and checkpoints come with torch)
+TEST = ["pytest>=8", "onnx>=1.15", "selenium>=4.20", "otio-cmx3600-adapter>=1.0", *TRAIN, *HF, *RAY, *AD]
 
 setup(
     name="movieid",
@@ -56,7 +57,8 @@ setup(
     package_dir={"movieid.cli": "cli", "movieid.models": "models"},
     package_data={"movieid": ["schema/*.json", "report/templates/*"]},
     install_requires=CORE,
-    extras_require={"vlm": VLM, "hf": HF, "ray": RAY, "ad": AD, "test": TEST, "all": [*VLM, *HF, *RAY, *AD]},
+    extras_require={"vlm": VLM, "hf": HF, "train": TRAIN, "ray": RAY, "ad": AD, "test": TEST,
+                    "all": [*TRAIN, *HF, *RAY, *AD]},
     entry_points={"console_scripts": ["movieid=movieid.cli.main:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Multimedia :: Video"],
 )

@@ -125,7 +125,9 @@ class _Writer:
 
 
 def _crop_name(sighting: Sighting) -> str:
-    return f"{_UNSAFE.sub('_', sighting.name)}_{sighting.source}.jpg".replace("/", "_")
+    """``Name_<frame>.jpg``, or ``Name_<image path without suffix>.jpg``."""
+    source = sighting.source if isinstance(sighting.source, int) else Path(sighting.source).with_suffix("").as_posix()
+    return _UNSAFE.sub("_", f"{sighting.name}_{source}") + ".jpg"
 
 
 # ---- from a reviewed annotation ------------------------------------------------------------

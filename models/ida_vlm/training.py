@@ -238,7 +238,7 @@ def lora_config(rank: int, alpha: float, dropout: float, targets: Sequence[str] 
                       target_modules=lora_target_pattern(targets))
 
 
-def add_lora(model: IdaVlm, config) -> "peft.PeftModel":  # noqa: F821
+def add_lora(model: IdaVlm, config):
     """Wrap ``model`` with LoRA adapters (peft, in place: ``model`` itself gains the adapter layers
     and everything else freezes). An ID-Former trains fully alongside: it is new in an idf model
     started from base, and small."""

@@ -16,7 +16,7 @@ pytest.importorskip("torch", reason="the vlm engine needs PyTorch (pip install -
 pytest.importorskip("transformers", reason="the vlm engine needs transformers (pip install -e '.[hf]')")
 pytest.importorskip("torchvision", reason="Qwen2-VL and SmolVLM processors need torchvision (pip install -e '.[hf]')")
 
-from movieid.engines.ida_vlm import GENERAL_INSTRUCTION, INSTRUCTION  # noqa: E402
+from movieid.engines.text import GENERAL_INSTRUCTION, INSTRUCTION  # noqa: E402
 from movieid.models.errors import InputError  # noqa: E402
 from movieid.models.hf_vlm import FaceMark, IdImage, TestFrame, VlmCaptioner, VlmWindow  # noqa: E402
 from movieid.models.hf_vlm.marks import PALETTE, draw_marks, line_width  # noqa: E402
@@ -200,7 +200,7 @@ def test_face_marks_are_boxes_in_named_colours_at_the_faces():
 def test_mark_faces_on_a_real_photo_boxes_the_detected_faces():
     """The boxes land on the faces dlib finds in a real photo (insightface's group portrait)."""
     from movieid.faces import load_backend
-    from movieid.images import load_rgb
+    from movieid.models.images import load_rgb
 
     build_sample = _build_sample_module()
     photo = load_rgb(build_sample.package_photo("insightface", "data", "images", "t1.jpg"))
@@ -320,7 +320,7 @@ def test_annotate_with_the_vlm_engine_writes_valid_srt_vtt_json(tiny_vlms, photo
     assert len(engine["config_sha256"]) == 64 and engine["revision"] is None
     assert (engine["dtype"], engine["device"], engine["decoding"]) == ("float32", "cpu", "greedy")
     assert engine["max_pixels"] == TEST_PIXELS and engine["mark_faces"] is True
-    assert doc["settings"]["engine_options"]["mark_faces"] is True
+    assert doc["settings"]["engine"]["mark_faces"] is True
     shots = doc["shots"]
     assert [s["names"] for s in shots] == [["Rachel"], ["Ross", "Chandler"], []]
     for shot in shots:
@@ -354,44 +354,51 @@ def test_annotate_with_a_bad_model_folder_fails_in_one_line_and_writes_nothing(p
 
 def test_names_the_faces_did_not_see_are_marked_unverified(tiny_vlms, photo_film, tmp_path):
     """A caption naming someone face recognition did not find in the shot keeps the name, flagged."""
+    from movieid.annotation import shot_annotation_json
+    from movieid.config import Config, EngineConfig, FaceConfig
+    from movieid.engines import load_engine
     from movieid.engines.vlm import VlmEngine
-    from movieid.pipeline import AnnotateOptions, Annotator
+    from movieid.face_stage import face_pool
+    from movieid.faces import load_backend
+    from movieid.pipeline import analyse, caption, cast_for
+    from movieid.video import probe
 
-    _, cast = photo_film
-    film = photo_film[0]
-    options = AnnotateOptions(face_backend="dlib", workers=1, cache_dir=str(tmp_path / "cache"), engine="vlm",
-                              engine_options={"model": str(tiny_vlms["qwen2_5_vl"]), "device": "cpu",
-                                              "max_new_tokens": 4, "max_pixels": TEST_PIXELS})
-    with Annotator(options, cast, progress=False) as annotator:
-        engine = annotator.captioner.engine
-        assert isinstance(engine, VlmEngine)
-        engine.core.caption = lambda windows: ["Rachel deals cards to Joey."] * len(windows)
-        result = annotator.annotate(film)
-    first = result.shots[0].to_json()
+    film, cast = photo_film
+    config = Config(faces=FaceConfig(backend="dlib"), workers=1, cache_dir=str(tmp_path / "cache"),
+                    engine=EngineConfig(name="vlm", model=str(tiny_vlms["qwen2_5_vl"]), device="cpu",
+                                        max_new_tokens=4, max_pixels=TEST_PIXELS))
+    engine = load_engine(config.engine)
+    assert isinstance(engine, VlmEngine)
+    engine.core.caption = lambda windows: ["Rachel deals cards to Joey."] * len(windows)
+    backend = load_backend("dlib")
+    with face_pool(config, backend) as pool:
+        analysis = analyse(probe(film), cast_for(cast, backend, config), backend, config, pool)
+    result = caption(analysis, engine)
+    first = shot_annotation_json(result.shots[0])
     assert first["names"] == ["Rachel"]
     assert first["caption_names"] == ["Rachel", "Joey"] and first["unverified_names"] == ["Joey"]
-    assert result.shots[2].to_json()["unverified_names"] == ["Rachel", "Joey"]
+    assert shot_annotation_json(result.shots[2])["unverified_names"] == ["Rachel", "Joey"]
 
 
 def test_face_boxes_are_scaled_from_film_pixels_to_the_test_frames(tiny_vlms):
     """The pipeline gives face boxes in film pixels and test frames at engine size (here half)."""
-    from movieid.cast import Cast
+    from movieid.config import EngineConfig
     from movieid.engines.base import CaptionRequest
     from movieid.engines.vlm import VlmEngine
-    from movieid.faces.base import Box
-    from movieid.identity import Person, ShotFaces, Sighting
-    from movieid.keyframes import Keyframe
-    from movieid.shots import Shot
-    from movieid.windows import Window, WindowImage
+    from movieid.records import (Appearance, Box, Cast, Face, Keyframe, Shot, ShotPeople, Track, Window,
+                                 WindowImage)
 
-    engine = VlmEngine(str(tiny_vlms["qwen2_5_vl"]), device="cpu", max_pixels=TEST_PIXELS, mark_faces=True)
-    engine.start(Cast(None, [], "test"))
+    engine = VlmEngine(EngineConfig(name="vlm", model=str(tiny_vlms["qwen2_5_vl"]), device="cpu",
+                                    max_pixels=TEST_PIXELS, mark_faces=True))
+    engine.start(Cast(None, (), "test", "key"))
     shot = Shot(0, 0, 10, 0.0, 0.4, 0)
-    seen = Sighting(5, 0.2, Box(100, 40, 300, 240), 1.0, np.zeros(4, np.float32))
-    other = Sighting(7, 0.28, Box(0, 0, 50, 50), 1.0, np.zeros(4, np.float32))
-    faces = ShotFaces(shot, [Keyframe(5, 0.2)], [Person([seen, other], name="Alice"), Person([seen], label="Unknown 1")])
+    seen = Face(5, 0.2, Box(100, 40, 300, 240), 1.0, np.zeros(4, np.float32))
+    other = Face(7, 0.28, Box(0, 0, 50, 50), 1.0, np.zeros(4, np.float32))
+    people = ShotPeople(shot, (Keyframe(5, 0.2),), (
+        Appearance(Track((seen, other)), "Alice", None, 0.95, (0.95, 0.95), np.zeros(0)),
+        Appearance(Track((seen,)), None, "Unknown 1", 0.5, (0.5,), np.zeros(0))))
     window = Window(shot, (WindowImage("test", frame=5, time=0.2),))
-    request = CaptionRequest(window, faces, [np.zeros((270, 480, 3), np.uint8)], source_size=(960, 540))
+    request = CaptionRequest(window, people, {5: np.zeros((270, 480, 3), np.uint8)}, film_size=(960, 540))
     marks = engine._window(request).frames[0].faces
     assert [(m.name, m.box) for m in marks] == [("Alice", (50.0, 20.0, 150.0, 120.0))]   # named people only
     assert engine.settings()["mark_faces"] is True and engine.settings()["name"] == "vlm"

@@ -63,11 +63,16 @@ class VisionTower(nn.Module):
 
     def patch_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[N, 3, S, S]`` normalised pixels -> ``[N, grid*grid, dim]`` resampler keys/values."""
-        x = self.conv1(pixels.to(self.proj.dtype)).flatten(2).transpose(1, 2)
+        return self.attn_pool.project(self.vit(pixels))
+
+    def vit(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``[N, 3, S, S]`` normalised pixels -> ``[N, grid*grid, width]`` ViT outputs: the part of the
+        tower that training keeps frozen (the resampler after it is trained)."""
+        x = self.conv1(pixels.to(self.conv1.weight.dtype)).flatten(2).transpose(1, 2)
         x = self.ln_pre(x + resize_grid_embedding(self.positional_embedding, x.shape[1]))
         for block in self.transformer.resblocks:
             x = block(x)
-        return self.attn_pool.project(x)
+        return x
 
     def output(self, pooled: torch.Tensor) -> torch.Tensor:
         """Resampler output -> the visual tokens that replace an image's pad tokens."""

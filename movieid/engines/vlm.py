@@ -13,15 +13,16 @@ import logging
 
 import numpy as np
 
-from ..cast import Cast
-from ..errors import MovieIdError
-from ..images import load_rgb
-from ..pipeline import ENGINE_FRAME_SIDE
-from .base import Caption, CaptionRequest, Engine
+from ..config import EngineConfig
+from ..models.hf_vlm import DEFAULT_MAX_PIXELS, FaceMark, IdImage, TestFrame, VlmCaptioner, VlmWindow
+from ..models.images import load_rgb
+from ..records import Caption, Cast
+from .base import ENGINE_FRAME_SIDE, CaptionRequest, Engine
 from .faces import describe
-from .ida_vlm import GENERAL_INSTRUCTION, INSTRUCTION, clean_caption, mentioned_names
+from .text import GENERAL_INSTRUCTION, INSTRUCTION, clean_caption, mentioned_names
 
 log = logging.getLogger(__name__)
+
 
 def _shrink(pixels: np.ndarray, max_side: int) -> np.ndarray:
     from PIL import Image
@@ -38,20 +39,10 @@ class VlmEngine(Engine):
     name = "vlm"
     needs_pixels = True
 
-    def __init__(self, model: str, device: str | None = None, batch_size: int | None = None,
-                 max_new_tokens: int = 64, max_pixels: int | None = None, mark_faces: bool = False,
-                 revision: str | None = None):
-        try:
-            import torch  # noqa: F401
-            import transformers  # noqa: F401
-
-            from movieid.models.hf_vlm import DEFAULT_MAX_PIXELS, VlmCaptioner
-        except ImportError as exc:
-            raise MovieIdError(f"the vlm engine needs transformers and PyTorch ({exc.name} is missing): "
-                               "pip install -e '.[hf]'") from None
-        self.core = VlmCaptioner(model, INSTRUCTION, GENERAL_INSTRUCTION, device=device, batch_size=batch_size,
-                                 max_new_tokens=max_new_tokens, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
-                                 mark_faces=mark_faces, revision=revision)
+    def __init__(self, config: EngineConfig):
+        self.core = VlmCaptioner(config.model, INSTRUCTION, GENERAL_INSTRUCTION, device=config.device,
+                                 batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
+                                 max_pixels=config.max_pixels or DEFAULT_MAX_PIXELS, mark_faces=config.mark_faces)
         self.batch_size = self.core.batch_size
         self._cast: Cast | None = None
         self._ids: dict[str, np.ndarray] = {}
@@ -65,16 +56,14 @@ class VlmEngine(Engine):
         self._cast = cast
         self._ids = {m.name: _shrink(load_rgb(m.id_image), ENGINE_FRAME_SIDE) for m in cast.members}
 
-    def _window(self, request: CaptionRequest):
-        from movieid.models.hf_vlm import FaceMark, IdImage, TestFrame, VlmWindow
-
+    def _window(self, request: CaptionRequest) -> VlmWindow:
         ids = tuple(IdImage(image.name, self._ids[image.name]) for image in request.window.ids)
         frames = []
-        for image, pixels in zip(request.window.tests, request.frames):
-            width, height = request.source_size or (pixels.shape[1], pixels.shape[0])
+        for image, pixels in zip(request.window.tests, request.frames()):
+            width, height = request.film_size
             sx, sy = pixels.shape[1] / width, pixels.shape[0] / height
-            marks = tuple(FaceMark(p.name, (s.box.x1 * sx, s.box.y1 * sy, s.box.x2 * sx, s.box.y2 * sy))
-                          for p in request.faces.people if p.name for s in p.sightings if s.frame == image.frame)
+            marks = tuple(FaceMark(p.name, (f.box.x1 * sx, f.box.y1 * sy, f.box.x2 * sx, f.box.y2 * sy))
+                          for p in request.people.people if p.name for f in p.track.faces if f.frame == image.frame)
             frames.append(TestFrame(pixels, marks))
         return VlmWindow(ids, tuple(frames))
 
@@ -85,10 +74,10 @@ class VlmEngine(Engine):
             text = clean_caption(answer)
             if not text:  # an empty answer still gets a caption: who the faces show
                 log.info("shot %d: empty answer from the model; using the faces caption", request.window.shot.index)
-                captions.append(dataclasses.replace(describe(request.faces.people), unverified_names=()))
+                captions.append(dataclasses.replace(describe(request.people.people), unverified_names=()))
                 continue
             names = mentioned_names(text, self._cast)
-            seen = {p.name for p in request.faces.people if p.name}
+            seen = {p.name for p in request.people.people if p.name}
             captions.append(Caption(text, names, unverified_names=tuple(n for n in names if n not in seen)))
         return captions
 

@@ -171,11 +171,11 @@ def test_generation_is_greedy_and_stops_at_the_templates_end_of_turn(tiny_vlms, 
     captioner = _captioner(tiny_vlms[family])
     gc = captioner.generation_config
     assert gc.do_sample is False and gc.num_beams == 1 and gc.max_new_tokens == 6
+    if family == "qwen2_5_vl":   # the checkpoint asks for sampling (as published): left as it is, not used
+        assert captioner.model.generation_config.do_sample is True and gc.repetition_penalty == 1.05
     end = {"qwen2_5_vl": "<|im_end|>", "smolvlm2": "<end_of_utterance>"}[family]
     assert captioner.tokenizer.convert_tokens_to_ids(end) in gc.eos_token_id
     assert captioner.tokenizer.padding_side == "left"
-    windows = _windows()
-    assert captioner.caption(windows) == captioner.caption(windows)
 
 
 def _marked_frame() -> TestFrame:

@@ -152,6 +152,7 @@ class VlmCaptioner:
         gc.pad_token_id = int(pad) if pad is not None else (gc.pad_token_id or gc.eos_token_id[0])
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token_id = gc.pad_token_id
+        # Greedy whatever the checkpoint suggests for chat use (sampling); its repetition penalty stays.
         gc.do_sample, gc.num_beams, gc.max_new_tokens = False, 1, self.max_new_tokens
         return gc
 
@@ -289,6 +290,7 @@ class VlmCaptioner:
                 "revision": self.source.revision, "config_sha256": self.source.config_sha256,
                 "transformers": transformers.__version__, "dtype": str(self.model.dtype).replace("torch.", ""),
                 "device": str(self.device), "decoding": "greedy", "max_new_tokens": self.max_new_tokens,
+                "repetition_penalty": self.generation_config.repetition_penalty,
                 "batch_size": self.batch_size, "max_pixels": self.max_pixels, "image_budget": self.image_budget,
                 "id_images_encoded_once": self.features is not None, "mark_faces": self.mark_faces,
                 "instruction": self.instruction}

@@ -96,7 +96,8 @@ def build_qwen2_5_vl(folder: Path, seed: int = 0) -> Path:
     # As published: sampling defaults, which the engine overrides with greedy decoding.
     model.generation_config = GenerationConfig(bos_token_id=ids["<|endoftext|>"], pad_token_id=ids["<|endoftext|>"],
                                                eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-                                               do_sample=True, temperature=0.1, top_p=0.001, top_k=1)
+                                               do_sample=True, repetition_penalty=1.05, temperature=0.1,
+                                               top_p=0.001, top_k=1)
     processor.save_pretrained(folder)
     model.save_pretrained(folder)
     return folder

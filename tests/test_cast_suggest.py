@@ -174,6 +174,23 @@ def test_suggestions_without_a_cast(cast_film, without_cast, tmp_path):
     assert {s.label for s in found} <= seen                  # as cast members they are found again
 
 
+def test_without_a_cast_the_renamed_suggestions_are_as_good_as_real_photos(cast_film, without_cast, tmp_path):
+    """No reference photo at all: one folder per person, and renamed they name the film as
+    well as the real reference photos do."""
+    film, spec, real = cast_film
+    found, _ = without_cast
+    names = true_names(document(annotate(film, None, dlib_config(tmp_path))), spec)
+    assert sorted(names[s.label] for s in found) == sorted((*ALL, "Eileen Collins"))
+    renamed = tmp_path / "renamed"
+    for s in found:
+        shutil.copytree(s.folder, renamed / names[s.label])
+    with_suggestions = scores(document(annotate(film, renamed, dlib_config(tmp_path))), spec)
+    with_real_photos = scores(document(annotate(film, real, dlib_config(tmp_path))), spec)
+    print(f"no cast: recall, precision: suggested photos {with_suggestions}, real photos {with_real_photos}")
+    assert with_suggestions[0] >= with_real_photos[0] - 0.02, (with_suggestions, with_real_photos)
+    assert with_suggestions[1] >= with_real_photos[1] - 0.02, (with_suggestions, with_real_photos)
+
+
 def test_contact_sheet_in_a_browser(without_cast):
     from .helpers import browser
 

@@ -46,8 +46,9 @@ class FiniteFloat(click.ParamType):
 
     name = "number"
 
-    def __init__(self, minimum: float | None = None):
-        self.minimum = minimum
+    def __init__(self, minimum: float | None = None, maximum: float | None = None, min_open: bool = False,
+                 max_open: bool = False):
+        self.minimum, self.maximum, self.min_open, self.max_open = minimum, maximum, min_open, max_open
 
     def convert(self, value, param, ctx):
         try:
@@ -56,6 +57,9 @@ class FiniteFloat(click.ParamType):
             self.fail(f"{value!r} is not a number", param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
-        if self.minimum is not None and number < self.minimum:
-            self.fail(f"{value} is smaller than the minimum {self.minimum:g}", param, ctx)
+        low, high = self.minimum, self.maximum
+        if low is not None and (number < low or (self.min_open and number == low)):
+            self.fail(f"{value} must be {'above' if self.min_open else 'at least'} {low:g}", param, ctx)
+        if high is not None and (number > high or (self.max_open and number == high)):
+            self.fail(f"{value} must be {'below' if self.max_open else 'at most'} {high:g}", param, ctx)
         return number

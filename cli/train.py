@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .common import common, setup_logging
+from .common import FiniteFloat, common, setup_logging
 
 TRAIN_EPILOG = """\b
 Examples:
@@ -32,14 +32,14 @@ A killed run resumes from its last saved state when started again with the same 
 @click.option("--lora/--full", default=False, show_default=True,
               help="LoRA adapters (peft) on the LLM, or the paper's full tuning.")
 @click.option("--lora-rank", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--lora-alpha", type=click.FloatRange(min=0, min_open=True), default=16.0, show_default=True)
-@click.option("--lora-dropout", type=click.FloatRange(0, 1, max_open=True), default=0.05, show_default=True)
+@click.option("--lora-alpha", type=FiniteFloat(0, min_open=True), default=16.0, show_default=True)
+@click.option("--lora-dropout", type=FiniteFloat(0, 1, max_open=True), default=0.05, show_default=True)
 @click.option("--lora-targets", default="attn.c_attn,attn.c_proj,mlp.w1,mlp.w2", show_default=True,
               help="LLM block modules that get adapters (comma-separated name endings).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimizer steps.")
-@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--epochs", type=FiniteFloat(0, min_open=True), default=None,
               help="Passes over the data (default 1 when --steps is not given).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--lr", type=FiniteFloat(0, min_open=True), default=None,
               help="Peak learning rate (default 5e-6 full, the paper's; 1e-4 LoRA).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Samples per optimizer step, over all processes.")
@@ -47,8 +47,8 @@ A killed run resumes from its last saved state when started again with the same 
               help="Samples per forward pass in each process (gradient accumulation below --batch-size).")
 @click.option("--max-length", type=click.IntRange(min=16), default=None,
               help="Longest sample in tokens (default: the checkpoint's seq_length, 2048).")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.1, show_default=True)
-@click.option("--warmup", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+@click.option("--weight-decay", type=FiniteFloat(0), default=0.1, show_default=True)
+@click.option("--warmup", type=FiniteFloat(0, 1), default=0.01, show_default=True,
               help="Fraction of the steps with linear warm-up (then cosine).")
 @click.option("--save-every", type=click.IntRange(min=0), default=250, show_default=True,
               help="Save a resume state every N steps (0: only at the end).")

@@ -28,7 +28,7 @@ from .errors import MovieIdError
 from .faces.base import FaceBackend
 from .files import check_input_file, default_cache_dir, sha256_file, write_file
 from .models.errors import InputError
-from .models.images import check_image_file, load_rgb
+from .models.images import load_rgb
 from .records import Box, Cast, CastMember, ReferencePhoto
 
 log = logging.getLogger(__name__)
@@ -259,7 +259,7 @@ class EmbeddingCache:
 
 def photo_faces(path: Path, backend: FaceBackend, cache: EmbeddingCache) -> tuple[str, list[PhotoFace]]:
     """All faces in a photo, embedded, biggest first (from the cache when possible)."""
-    check_image_file(path)   # a named pipe or an unreadable file: one line, nothing read
+    check_input_file(path, "image file")   # a named pipe or an unreadable file: one line, nothing read
     sha = sha256_file(path)
     faces = cache.get(sha)
     if faces is None:

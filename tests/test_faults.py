@@ -296,7 +296,7 @@ def _float_options():
 
 
 REQUIRED = {("annotate",): ["film.mp4"], ("shots",): ["film.mp4"], ("batch",): ["src", "-o", "out"],
-            ("models", "download"): ["insightface"]}
+            ("models", "download"): ["insightface"], ("train",): ["--model", "m", "--data", "d", "-o", "o"]}
 
 
 def test_every_float_option_refuses_nan_and_infinity(tmp_path):

@@ -210,7 +210,7 @@ def test_an_unreachable_judge_is_one_error(benchmark, tmp_path):
 
 def test_answering_with_a_tiny_model_resumes_and_records_bad_images(benchmark, tmp_path):
     from movieid.models.ida_vlm import IdaVlm
-    from movieid.models.ida_vlm.images import to_rgb_array
+    from movieid.models.images import load_rgb as to_rgb_array
     from tests.helpers.training_data import build_small_checkpoint
 
     picked = [next(i for i in benchmark.items if i.type == t) for t in

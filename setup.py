@@ -27,11 +27,21 @@ CORE = [
     "insightface>=0.7.3",          # SCRFD + ArcFace when a model pack is on disk; its wheel's photos
     "onnxruntime>=1.16",           #   build the sample film
     "scikit-image>=0.21",          # sample film photos
+    "jinja2>=3.1",                 # the review page and the cast contact sheet (templates)
+    "opentimelineio>=0.17",        # --format otio
 ]
 VLM = ["torch>=2.4", "tiktoken>=0.6", "safetensors>=0.4", "huggingface_hub>=0.23"]
-TRAIN = [*VLM, "peft>=0.13"]       # movieid train --lora (FSDP and checkpoints come with torch)
+# --engine vlm: any image-text-to-text model of transformers 5. Qwen2-VL/Qwen2.5-VL processors
+# build a video processor, which needs torchvision (a build that matches torch: constraints.txt);
+# SmolVLM/SmolVLM2 processors need num2words.
+HF = ["torch>=2.4", "torchvision>=0.19", "transformers>=5.0,<6", "safetensors>=0.4", "huggingface_hub>=1.0",
+      "num2words>=0.5"]
 RAY = ["ray>=2.9"]
-TEST = ["pytest>=8", "onnx>=1.15", *TRAIN, *RAY]
+# --ad: silero_vad.onnx comes from the silero-vad wheel and runs on onnxruntime; movieid never
+# imports the package, but its metadata requires torch (`pip install --no-deps silero-vad` avoids it).
+AD = ["silero-vad>=5.1"]
+TRAIN = [*VLM, "peft>=0.13"]       # movieid train --lora (FSDP and checkpoints come with torch)
+TEST = ["pytest>=8", "onnx>=1.15", "selenium>=4.20", "otio-cmx3600-adapter>=1.0", *TRAIN, *HF, *RAY, *AD]
 
 setup(
     name="movieid",
@@ -45,9 +55,10 @@ setup(
     packages=[*find_packages(include=["movieid", "movieid.*"]),
               *(f"movieid.{p}" for p in find_packages(include=["cli", "cli.*", "models", "models.*"]))],
     package_dir={"movieid.cli": "cli", "movieid.models": "models"},
-    package_data={"movieid": ["schema/*.json"]},
+    package_data={"movieid": ["schema/*.json", "report/templates/*"]},
     install_requires=CORE,
-    extras_require={"vlm": VLM, "train": TRAIN, "ray": RAY, "test": TEST, "all": TRAIN + RAY},
+    extras_require={"vlm": VLM, "hf": HF, "train": TRAIN, "ray": RAY, "ad": AD, "test": TEST,
+                    "all": [*TRAIN, *HF, *RAY, *AD]},
     entry_points={"console_scripts": ["movieid=movieid.cli.main:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Multimedia :: Video"],
 )

@@ -1,12 +1,18 @@
-"""GPU benchmark of the native IDA-VLM at full size (random bf16 weights, no checkpoint).
+"""GPU benchmark of the native IDA-VLM at full size (random bf16 weights, no checkpoint), with a
+transformers Qwen2-VL-7B-size peer.
 
-Windows of 3 ID + 5 test images, 48 new tokens each (EOS ignored so every shot costs the same).
-(a) naive: one shot per call, cast images re-encoded every time;
-(b) engine: 16 windows per call, cast encoded once with ``precompute`` and passed as EncodedImage
-    in cast order, as the movieid engine does, so the prompt prefix up to the first test image is
-    prefilled once per batch.
+A shot is a window of 3 ID images (the cast, precomputed once per film) + 5 test frames (640x360
+RGB arrays), 48 new tokens (EOS ignored so every shot costs the same), greedy:
+(a) naive: one shot per ``generate`` call, the cast re-encoded every time;
+(b) engine, batch 16 (the earlier tables' setting);
+(c) engine, the batch it picks from free GPU memory (``batch_size=None``), the main figure;
+(d) ``--peer``: a Qwen2-VL-7B-size model from its published config (random weights) through
+    transformers ``generate()``, batch 8, the same 8 images of 256 visual tokens a sample.
+Then where a batch of 64 goes (PIL preprocessing, vision, prefill, decode steps; the decode with
+the shared prefix read once per row instead, and without CUDA graphs) and the SDPA backends on the
+model's attention shapes.
 
-    python bench/ida_vlm.py [--shots 64] [--naive-shots 8] [--batch 16] [--variants base idf]
+    python bench/ida_vlm.py [--variants base idf] [--peer] [--profile] [--json PATH]
 """
 from __future__ import annotations
 
@@ -22,8 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from movieid.models.ida_vlm import IdaVlm, build_id_query  # noqa: E402
+from movieid.models.ida_vlm import IdaVlm, Request, RoleImage, build_id_query  # noqa: E402
+from movieid.models.ida_vlm import language  # noqa: E402
 from movieid.models.ida_vlm.config import IdaVlmConfig  # noqa: E402
+from movieid.models.ida_vlm.images import resize, resize_all  # noqa: E402
 from movieid.models.ida_vlm.prompt import chat_prompt  # noqa: E402
 from movieid.models.ida_vlm.tokenizer import FULL_SIZE_ENDOFTEXT_ID, QwenTokenizer  # noqa: E402
 
@@ -36,9 +44,19 @@ FULL_CONFIG = {
     "visual": {"heads": 16, "image_size": 448, "image_start_id": 151857, "layers": 48, "mlp_ratio": 4.9231,
                "output_dim": 4096, "patch_size": 14, "width": 1664},
 }
+# Qwen2-VL-7B-Instruct's published config.json (the sizes that set the cost).
+QWEN2_VL_7B = {
+    "text_config": {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                    "num_attention_heads": 28, "num_key_value_heads": 4, "rms_norm_eps": 1e-6,
+                    "max_position_embeddings": 32768,
+                    "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}},
+    "vision_config": {"depth": 32, "embed_dim": 1280, "hidden_size": 3584, "num_heads": 16, "mlp_ratio": 4,
+                      "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "hidden_act": "quick_gelu"},
+    "image_token_id": 151655, "vision_start_token_id": 151652, "vision_end_token_id": 151653,
+}
 CAST = ["Alice", "Bob", "Carol"]
 INSTRUCTION = "and describe their content."
-ROLES = ["id"] * 3 + ["test"] * 5
+TESTS_PER_SHOT = 5
 
 
 def byte_level_tokenizer() -> QwenTokenizer:
@@ -79,105 +97,195 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-def measure(label: str, fn, shots: int) -> dict:
-    fn()  # warm-up (kernel selection, allocator)
+def measure(label: str, fn, shots: int, warmup=None, **extra) -> dict:
+    (warmup or fn)()  # kernel selection, allocator
     torch.cuda.reset_peak_memory_stats()
     seconds, _ = timed(fn)
     peak = torch.cuda.max_memory_allocated()
-    return {"path": label, "shots": shots, "seconds": seconds, "shots_per_s": shots / seconds,
-            "peak_gib": peak / 2**30, "peak_gb": peak / 1e9}
+    row = {"path": label, "shots": shots, "seconds": seconds, "shots_per_s": shots / seconds,
+           "peak_gib": peak / 2**30, "peak_gb": peak / 1e9, **extra}
+    print(f"{label}: {shots / seconds:.2f} shots/s, peak {peak / 1e9:.1f} GB", flush=True)
+    return row
 
 
 def bench_variant(variant: str, args, tokenizer: QwenTokenizer) -> list[dict]:
     model = random_model(variant, tokenizer)
-    query = build_id_query(CAST, 5, INSTRUCTION)
-    cast = images(1, 3, (320, 240))
-    frames = images(2, 40, (360, 640))
-    window = lambda k: [frames[(5 * k + j) % len(frames)] for j in range(5)]  # noqa: E731
-    generate = dict(max_new_tokens=args.new_tokens, ignore_eos=True)
+    query = build_id_query(CAST, TESTS_PER_SHOT, INSTRUCTION)
+    cast_pictures = [RoleImage(image, "id") for image in images(1, 3, (320, 240))]
+    frames = images(2, 64, (360, 640))
+
+    def window(k: int) -> list[RoleImage]:
+        return [RoleImage(frames[(TESTS_PER_SHOT * k + j) % len(frames)], "test") for j in range(TESTS_PER_SHOT)]
+
+    def shots(cast: list[RoleImage], count: int, start: int = 0) -> list[Request]:
+        return [Request(query, [*cast, *window(k)]) for k in range(start, start + count)]
+
+    new = dict(max_new_tokens=args.new_tokens, ignore_eos=True)
 
     def naive():
-        return [model.generate([(query, cast + window(k), ROLES)], **generate) for k in range(args.naive_shots)]
+        return [model.generate(shots(cast_pictures, 1, k), **new) for k in range(args.naive_shots)]
 
-    def engine():
-        encoded = model.precompute(cast, ["id"] * 3)  # once per film
-        out = []
-        for start in range(0, args.shots, args.batch):
-            batch = [(query, encoded + window(k), ROLES) for k in range(start, min(start + args.batch, args.shots))]
-            out += model.generate(batch, **generate)
-        return out
+    def engine(count: int, batch_size: int | None):
+        cast = model.precompute(cast_pictures)  # once per film
+        return model.generate(shots(cast, count), batch_size=batch_size, **new)
 
+    cast = model.precompute(cast_pictures)
+    picked = model.batch_size_for(shots(cast, 512), args.new_tokens)
+    count = max(64, picked)
+    print(f"{variant}: the engine picks batches of {picked} rows", flush=True)
+    warm = lambda: model.generate(shots(cast, 16), max_new_tokens=4, ignore_eos=True)  # noqa: E731
     rows = [measure(f"{variant} (a) naive: 1 shot/call, cast re-encoded", naive, args.naive_shots),
-            measure(f"{variant} (b) engine: batch {args.batch}, cast cached", engine, args.shots)]
-    # Where the engine's time goes, per batch of windows.
-    encoded = model.precompute(cast, ["id"] * 3)
-    batch = [(query, encoded + window(k), ROLES) for k in range(args.batch)]
-    vision, _ = timed(lambda: [model.encode_images(imgs, roles) for _, imgs, roles in batch])
-    one, _ = timed(lambda: model.generate(batch, max_new_tokens=1, ignore_eos=True))
-    unshared, _ = timed(lambda: model.generate(batch, max_new_tokens=1, ignore_eos=True, share_prefix=False))
-    full, _ = timed(lambda: model.generate(batch, **generate))
-    prompt_len = len(chat_prompt(model.tokenizer, query).ids)
-    rows.append({"path": f"{variant} engine batch breakdown", "prompt_tokens": prompt_len,
-                 "vision_s": vision, "prefill_plus_vision_s": one, "unshared_prefill_plus_vision_s": unshared,
-                 "decode_step_ms": 1000 * (full - one) / max(args.new_tokens - 1, 1), "total_s": full})
+            measure(f"{variant} (b) engine: batch 16, cast cached", lambda: engine(64, 16), 64, warm),
+            measure(f"{variant} (c) engine: batch it picks ({picked}), cast cached", lambda: engine(count, None),
+                    count, warm, batch=picked)]
+    try:
+        rows.append(breakdown(model, variant, shots(cast, 64), args))
+    except Exception as error:  # diagnostics: report, keep the rows above
+        print(f"breakdown failed: {type(error).__name__}: {error}", flush=True)
     if args.profile:
-        profile(model, batch)
+        profile(model, shots(cast, 16))
     del model
     torch.cuda.empty_cache()
     return rows
 
 
-def profile(model: IdaVlm, batch: list) -> None:
-    """Diagnostics: the stages of one engine batch timed apart, then the top CUDA kernels."""
-    from movieid.models.ida_vlm.images import preprocess
-    visual = model.transformer.visual
-    test_images = [imgs[3:] for _, imgs, _ in batch]
-    pre, pixels = timed(lambda: [preprocess(imgs, 448, model.device) for imgs in test_images])
-    with torch.inference_mode():
-        vit, feats = timed(lambda: [visual.patch_features(p) for p in pixels])
-        pool, _ = timed(lambda: [visual.output(visual.attn_pool(f)) for f in feats])
-    print(f"per batch: preprocess {pre:.3f} s, ViT {vit:.3f} s, resampler {pool:.3f} s", flush=True)
+def breakdown(model: IdaVlm, variant: str, batch: list[Request], args) -> dict:
+    """Where one batch of 64 shots goes."""
+    test_images = [image.image for request in batch for image in request.images if image.role == "test"]
+    start = time.perf_counter()
+    for image in test_images[:32]:
+        resize(image, 448)
+    pil_one = (time.perf_counter() - start) / 32
+    start = time.perf_counter()
+    resize_all(test_images, 448)
+    pil_threads = (time.perf_counter() - start) / len(test_images)
+    with torch.inference_mode(), language.attention_kernels():
+        vision, _ = timed(lambda: model._image_tokens([request.images for request in batch]))
+        visual = model.transformer.visual
+        pixels = model._pixels(test_images[:64])
+        vit, _ = timed(lambda: visual.patch_features(pixels))
+    one = lambda **kw: timed(lambda: model.generate(batch, max_new_tokens=1, ignore_eos=True, batch_size=64, **kw))[0]  # noqa: E731
+    full = lambda **kw: timed(lambda: model.generate(batch, max_new_tokens=args.new_tokens, ignore_eos=True,  # noqa: E731
+                                                     batch_size=64, **kw))[0]
+    prefill = one()
+    unshared_prefill = one(share_prefix=False)
+    step = lambda total, first: 1000 * (total - first) / (args.new_tokens - 1)  # noqa: E731
+    row = {"path": f"{variant} engine batch-64 breakdown", "prompt_tokens": len(chat_prompt(model.tokenizer, batch[0].query).ids),
+           "pil_resize_ms_per_image_one_thread": 1000 * pil_one, "pil_resize_ms_per_image_threads": 1000 * pil_threads,
+           "vision_s": vision, "vision_ms_per_test_image": 1000 * vision / len(test_images),
+           "vit_ms_per_image_64": 1000 * vit / 64, "vision_plus_prefill_s": prefill,
+           "unshared_vision_plus_prefill_s": unshared_prefill,
+           "decode_step_ms": step(full(), prefill),
+           "decode_step_ms_unshared": step(full(share_prefix=False), unshared_prefill),
+           "decode_step_ms_no_cuda_graph": step(full(cuda_graphs=False), prefill),
+           "decode_kernel": "memory-efficient (log-sum-exp)" if language.efficient_kernel_works(model.device) else "math",
+           "sdpa_priority": [backend.name for backend in language.SDPA_PRIORITY]}
+    print(json.dumps(row, indent=1), flush=True)
+    return row
+
+
+def sdpa_backends() -> dict:
+    """Milliseconds per call of each SDPA backend on the model's shapes (random bf16)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention.bias import causal_lower_right
+    import torch.nn.functional as F
+
+    def qkv(batch, heads, q_len, k_len, dim):
+        g = torch.Generator(device="cuda").manual_seed(0)
+        make = lambda n: torch.randn(batch, heads, n, dim, device="cuda", dtype=torch.bfloat16, generator=g)  # noqa: E731
+        return make(q_len), make(k_len), make(k_len)
+
+    cases = {"vit 64 images (1024 x 1024, 16 heads of 104)": (qkv(64, 16, 1024, 1024, 104), None),
+             "prefill 6 rows (1335 after 880 shared, 32 heads of 128)": (qkv(6, 32, 1335, 2215, 128),
+                                                                          causal_lower_right(1335, 2215))}
+    out = {}
+    for name, ((q, k, v), mask) in cases.items():
+        for backend in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
+            try:
+                with sdpa_kernel([backend]):
+                    F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                    seconds, _ = timed(lambda: [F.scaled_dot_product_attention(q, k, v, attn_mask=mask) for _ in range(10)])
+                out[f"{name}: {backend.name}"] = 100 * seconds
+            except RuntimeError as error:
+                out[f"{name}: {backend.name}"] = f"unsupported ({str(error).splitlines()[0][:80]})"
+    print(json.dumps(out, indent=1), flush=True)
+    return out
+
+
+def profile(model: IdaVlm, batch: list[Request]) -> None:
+    """The top CUDA kernels of one engine batch of 16 shots, 8 new tokens."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
                                             torch.profiler.ProfilerActivity.CUDA]) as prof:
         model.generate(batch, max_new_tokens=8, ignore_eos=True)
         torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70), flush=True)
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60), flush=True)
+
+
+def bench_peer(args) -> dict:
+    """Qwen2-VL-7B-size through transformers: random weights from the config on the GPU, pixel
+    values already patchified on the GPU (the processor's CPU work is not counted)."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    config = Qwen2VLConfig(**QWEN2_VL_7B)
+    with torch.device("cuda"):
+        model = Qwen2VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16).eval()
+    batch, images_per_shot, grid = 8, 3 + TESTS_PER_SHOT, 32  # 448x448: 32x32 patches -> 256 tokens
+    rng = np.random.default_rng(0)
+    text = rng.integers(0, 150000, 150).tolist()
+    image = [config.vision_start_token_id] + [config.image_token_id] * (grid * grid // 4) + [config.vision_end_token_id]
+    ids = text[:20] + sum(([*image] + text[20 + 10 * k:30 + 10 * k] for k in range(images_per_shot)), []) + text[100:]
+    input_ids = torch.tensor([ids] * batch, device="cuda")
+    patch = 3 * config.vision_config.temporal_patch_size * config.vision_config.patch_size ** 2
+    pixel_values = torch.randn(batch * images_per_shot * grid * grid, patch, device="cuda", dtype=torch.bfloat16)
+    inputs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                  mm_token_type_ids=(input_ids == config.image_token_id).int(), pixel_values=pixel_values,
+                  image_grid_thw=torch.tensor([[1, grid, grid]] * batch * images_per_shot, device="cuda"))
+    run = lambda: [model.generate(**inputs, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,  # noqa: E731
+                                  do_sample=False) for _ in range(2)]
+    with torch.inference_mode():
+        row = measure(f"peer: Qwen2-VL-7B-size, transformers generate(), batch {batch}", run, 2 * batch,
+                      prompt_tokens=len(ids))
+    del model
+    torch.cuda.empty_cache()
+    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shots", type=int, default=64, help="windows for the engine path")
     parser.add_argument("--naive-shots", type=int, default=8, help="windows for the naive path")
-    parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--variants", nargs="+", default=["base"], choices=["base", "idf"])
+    parser.add_argument("--peer", action="store_true", help="also run the transformers Qwen2-VL-7B-size peer")
     parser.add_argument("--json", type=Path, help="also write the rows here")
-    parser.add_argument("--profile", action="store_true", help="also print a stage and kernel profile")
+    parser.add_argument("--profile", action="store_true", help="also print the top CUDA kernels of a batch")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench/ida_vlm.py needs a CUDA GPU")
-    machine = f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {platform.python_version()}"
+    machine = f"{torch.cuda.get_device_name()}, torch {torch.__version__}, Python {platform.python_version()}"
     print(f"machine: {machine}", flush=True)
+    rows, backends = [], sdpa_backends()
+
+    def save():  # after every part, so that a later failure keeps what was measured
+        if args.json:
+            args.json.write_text(json.dumps({"machine": machine, "args": vars(args) | {"json": str(args.json)},
+                                             "sdpa_ms": backends, "rows": rows}, indent=2))
+
     tokenizer = byte_level_tokenizer()
-    rows = [row for variant in args.variants for row in bench_variant(variant, args, tokenizer)]
+    for variant in args.variants:
+        rows += bench_variant(variant, args, tokenizer)
+        save()
+    if args.peer:
+        try:
+            rows.append(bench_peer(args))
+        except Exception as error:  # the peer is a comparison: report, keep the rest
+            print(f"peer failed: {type(error).__name__}: {error}", flush=True)
+        save()
 
     print("\n| path | shots | seconds | shots/s | peak GPU memory |\n| --- | ---: | ---: | ---: | ---: |")
     for row in rows:
         if "shots" in row:
             print(f"| {row['path']} | {row['shots']} | {row['seconds']:.2f} | {row['shots_per_s']:.2f} | "
                   f"{row['peak_gib']:.1f} GiB ({row['peak_gb']:.1f} GB) |")
-    for variant in args.variants:
-        naive, engine = [r for r in rows if r["path"].startswith(variant) and "shots" in r]
-        print(f"\n{variant}: engine / naive = {engine['shots_per_s'] / naive['shots_per_s']:.1f}x")
-    for row in rows:
-        if "vision_s" in row:
-            print(f"{row['path']}: prompt {row['prompt_tokens']} tokens; vision {row['vision_s']:.2f} s, "
-                  f"vision+prefill {row['prefill_plus_vision_s']:.2f} s (without prefix sharing "
-                  f"{row['unshared_prefill_plus_vision_s']:.2f} s), decode {row['decode_step_ms']:.1f} ms/step, "
-                  f"total {row['total_s']:.2f} s")
-    if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "args": vars(args) | {"json": str(args.json)},
-                                         "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .main import _setup_logging, common
+from .common import common, setup_logging
 
 DATA_EPILOG = """\b
 Examples:
@@ -52,7 +52,7 @@ def _report(summary, quiet: bool) -> None:
 @common
 def from_annotations(annotation, film, output, images_dir, overwrite, max_images, locations, verbose, quiet):
     """ID-reference samples from a reviewed ANNOTATION (movieid's JSON, names corrected) of a film."""
-    _setup_logging(verbose, quiet)
+    setup_logging(verbose, quiet)
     from movieid.samples import from_annotation
 
     _check_output(output, overwrite)
@@ -68,7 +68,7 @@ def from_annotations(annotation, film, output, images_dir, overwrite, max_images
 @common
 def from_boxes(boxes, images_root, output, images_dir, overwrite, verbose, quiet):
     """Stage-1 style samples from BOXES: a COCO-style JSON with a 'name' on each person box."""
-    _setup_logging(verbose, quiet)
+    setup_logging(verbose, quiet)
     from movieid.samples import from_boxes as build
 
     _check_output(output, overwrite)

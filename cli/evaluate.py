@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .main import _setup_logging, common
+from .common import common, setup_logging
 
 MMID_EPILOG = """\b
 Examples:
@@ -48,7 +48,7 @@ def evaluate():
 def mmid(benchmark, images_dir, predictions, model, variant, device, batch_size, max_new_tokens, judge_url,
          judge_model, judge_api_key_env, judge_workers, json_path, verbose, quiet):
     """Answer and score the MM-ID benchmark."""
-    _setup_logging(verbose, quiet)
+    setup_logging(verbose, quiet)
     from movieid.evaluation import answer_benchmark, load_benchmark, model_answerer, read_predictions, score
     from movieid.evaluation.judge import Judge
 

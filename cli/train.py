@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .main import _setup_logging, common
+from .common import common, setup_logging
 
 TRAIN_EPILOG = """\b
 Examples:
@@ -64,7 +64,7 @@ A killed run resumes from its last saved state when started again with the same 
 @common
 def train(verbose, quiet, lora_targets, **options):
     """Fine-tune IDA-VLM on ID-reference conversations; write a checkpoint in the published layout."""
-    _setup_logging(verbose, quiet)
+    setup_logging(verbose, quiet)
     targets = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
     if not targets:
         raise click.UsageError("--lora-targets names no module")

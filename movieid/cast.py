@@ -5,14 +5,18 @@ or loose photos named after the person (``cast/Rose_Leslie.jpg``); an optional `
 or ``cast.json`` (see ``schema/cast.schema.json``) gives names, aliases and photo paths
 explicitly. Each reference photo must show exactly one usable face. Embeddings are cached
 on disk, keyed by the photo's content hash and the face model, so a cast is embedded once.
+
+    discover(folder) -> [CastEntry]          the layout, no image opened
+    check_photos(entries, backend) -> [PhotoCheck]   each photo's faces, or why it is unusable
+    load_cast(folder, backend) -> Cast       the members with their embeddings
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
-import os
-import tempfile
+import unicodedata
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -21,12 +25,16 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .errors import MovieIdError
-from .faces.base import Box, Face, FaceBackend
-from .images import IMAGE_SUFFIXES, load_rgb
+from .faces.base import FaceBackend
+from .files import check_input_file, default_cache_dir, sha256_file, write_file
+from .models.errors import InputError
+from .models.images import check_image_file, load_rgb
+from .records import Box, Cast, CastMember, ReferencePhoto
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAMES = ("cast.yaml", "cast.yml", "cast.json")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 # A face counts as "usable" when it is at least this big, absolutely and relative to the
 # largest face in the photo: a tiny face in the background does not make a photo ambiguous.
 MIN_REFERENCE_FACE_PX = 20
@@ -44,103 +52,111 @@ class CastEntry:
     images: tuple[Path, ...]
 
 
-@dataclass
-class ReferencePhoto:
-    path: Path
-    sha256: str
+@dataclass(frozen=True, eq=False)
+class PhotoFace:
+    """A face found in a reference photo, in the photo's (upright) pixels."""
+
     box: Box
+    score: float
     embedding: np.ndarray = field(repr=False)
 
 
-@dataclass
-class CastMember:
+@dataclass(frozen=True, eq=False)
+class PhotoCheck:
+    """One reference photo looked at: its usable face, or the problem that makes it unusable."""
+
     name: str
-    aliases: tuple[str, ...]
-    photos: list[ReferencePhoto]
-
-    @property
-    def id_image(self) -> Path:
-        """The photo shown to a vision-language model as this person's ID image."""
-        return self.photos[0].path
-
-    @property
-    def embeddings(self) -> np.ndarray:
-        return np.stack([p.embedding for p in self.photos])
-
-
-@dataclass
-class Cast:
-    root: Path | None
-    members: list[CastMember]
-    face_model: str
-
-    @property
-    def names(self) -> list[str]:
-        return [m.name for m in self.members]
-
-    def __len__(self) -> int:
-        return len(self.members)
-
-    def member(self, name: str) -> CastMember:
-        for m in self.members:
-            if m.name == name:
-                return m
-        raise KeyError(name)
-
-    @property
-    def key(self) -> str:
-        """Identifies the cast's content (names, aliases, photos, face model) across processes."""
-        digest = hashlib.sha256(self.face_model.encode())
-        for m in self.members:
-            digest.update(json.dumps([m.name, list(m.aliases), [p.sha256 for p in m.photos]]).encode())
-        return digest.hexdigest()
-
-    def similarities(self, embedding: np.ndarray) -> np.ndarray:
-        """Cosine similarity of one face to each member (best over the member's photos)."""
-        if not self.members:
-            return np.zeros(0, np.float32)
-        return np.array([float(np.max(m.embeddings @ embedding)) for m in self.members], np.float32)
-
-    def metadata(self) -> dict:
-        return {
-            "root": None if self.root is None else str(self.root),
-            "face_model": self.face_model,
-            "members": [{"name": m.name, "aliases": list(m.aliases),
-                         "photos": [{"path": str(p.path), "sha256": p.sha256, "box": p.box.as_list()}
-                                    for p in m.photos]} for m in self.members],
-        }
+    path: Path
+    sha256: str | None
+    faces: int                      # usable faces found
+    face: PhotoFace | None          # the one usable face, when there is exactly one
+    problem: str | None
 
 
 def empty_cast(face_model: str = "") -> Cast:
-    return Cast(root=None, members=[], face_model=face_model)
+    return Cast(root=None, members=(), face_model=face_model, key=cast_digest([], face_model))
+
+
+def cast_digest(members: Iterable[tuple[str, Iterable[str], Iterable[str]]], face_model: str) -> str:
+    """Identifies a cast's content across processes and runs: each member's name, aliases and
+    photo hashes, in order, and the face model (caches of encoded ID images key on it)."""
+    digest = hashlib.sha256(face_model.encode())
+    for name, aliases, photo_hashes in members:
+        digest.update(json.dumps([name, list(aliases), list(photo_hashes)]).encode())
+    return digest.hexdigest()
+
+
+def folder_digest(root: Path | None, face_model: str) -> str:
+    """``cast_digest`` of a cast folder as it is on disk, without analysing a face (a batch
+    redoes a film when its cast's names or photos change)."""
+    if root is None:
+        return "no-cast"
+    try:
+        entries = discover(root)
+    except MovieIdError as exc:
+        return f"invalid:{exc}"
+    return cast_digest([(e.name, e.aliases, [_photo_digest(p) for p in e.images]) for e in entries], face_model)
+
+
+def _photo_digest(path: Path) -> str:
+    """A photo's content hash, or what stands for it when it cannot be read (the batch then
+    reports the photo's problem for each film, and redoes them once it is fixed)."""
+    try:
+        check_input_file(path, "image file")
+        return sha256_file(path)
+    except (MovieIdError, OSError) as exc:
+        return f"unreadable:{path}:{exc}"
 
 
 # ----------------------------------------------------------------------------- discovery
 
+def person_name(text: str) -> str:
+    """A cast name as one string per person: trimmed and in Unicode NFC, so "Zoë" typed on
+    one keyboard (NFC) and read from a macOS folder name (NFD) are the same person."""
+    return unicodedata.normalize("NFC", text).strip()
+
+
 def _name_from_file(path: Path) -> str:
-    return path.stem.replace("_", " ").strip()
+    return person_name(path.stem.replace("_", " "))
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not p.is_dir())
 
 
 def _read_manifest(path: Path) -> dict:
     import yaml
 
+    check_input_file(path, "cast manifest")   # a named pipe would block the read below
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (OSError, UnicodeDecodeError) as exc:
         raise MovieIdError(f"cannot read cast manifest ({exc})", path) from None
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise MovieIdError(f"cast manifest is not valid {path.suffix[1:].upper()} "
-                           f"({str(exc).splitlines()[0]})", path) from None
+    except json.JSONDecodeError as exc:
+        raise MovieIdError(f"cast manifest is not valid JSON at line {exc.lineno}, column {exc.colno}: "
+                           f"{exc.msg}", path) from None
+    except yaml.YAMLError as exc:
+        raise MovieIdError(f"cast manifest is not valid YAML{_yaml_where(exc)}: {_yaml_problem(exc)}",
+                           path) from None
     if isinstance(data, list):
         data = {"members": data}
     _validate(data, "cast.schema.json", path)
     return data
+
+
+def _yaml_where(exc) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    return "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _yaml_problem(exc) -> str:
+    problem = getattr(exc, "problem", None)
+    context = getattr(exc, "context", None)
+    if problem:
+        return f"{problem} ({context})" if context else problem
+    return str(exc).strip().splitlines()[0]
 
 
 def _validate(data: object, schema_name: str, path: Path) -> None:
@@ -160,12 +176,12 @@ def discover(root: str | Path) -> list[CastEntry]:
         raise MovieIdError("no such cast folder", root)
     if not root.is_dir():
         raise MovieIdError("is not a folder (a cast is a folder of per-person photo folders)", root)
-    manifest = next((root / n for n in MANIFEST_NAMES if (root / n).is_file()), None)
+    manifest = next((root / n for n in MANIFEST_NAMES if (root / n).exists() or (root / n).is_symlink()), None)
     entries: list[CastEntry] = []
     if manifest is not None:
         data = _read_manifest(manifest)
         for item in data["members"]:
-            name = item["name"].strip()
+            name = person_name(item["name"])
             if "images" in item:
                 images = tuple(root / p for p in item["images"])
             else:
@@ -175,9 +191,9 @@ def discover(root: str | Path) -> list[CastEntry]:
                     raise MovieIdError(f"cast member {name!r} has no photos: list 'images' or "
                                        f"put photos in {folder}", manifest)
             for image in images:
-                if not image.exists():
+                if not image.exists() and not image.is_symlink():   # a broken link: checked per photo
                     raise MovieIdError(f"photo listed for {name!r} does not exist", image)
-            entries.append(CastEntry(name, tuple(a.strip() for a in item.get("aliases", ())), images))
+            entries.append(CastEntry(name, tuple(person_name(a) for a in item.get("aliases", ())), images))
     else:
         for child in sorted(root.iterdir()):
             if child.name.startswith("."):
@@ -185,7 +201,7 @@ def discover(root: str | Path) -> list[CastEntry]:
             if child.is_dir():
                 images = _images_in(child)
                 if images:
-                    entries.append(CastEntry(child.name.strip(), (), tuple(images)))
+                    entries.append(CastEntry(person_name(child.name), (), tuple(images)))
                 else:
                     log.warning("%s: no photos (.jpg, .jpeg, .png, .webp, .bmp) in this folder; skipped", child)
             elif child.suffix.lower() in IMAGE_SUFFIXES:
@@ -204,13 +220,6 @@ def discover(root: str | Path) -> list[CastEntry]:
 
 # ----------------------------------------------------------------------------- embeddings
 
-def default_cache_dir() -> Path:
-    env = os.environ.get("MOVIEID_CACHE_DIR")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "movieid"
-
-
 class EmbeddingCache:
     """Faces found in a photo, stored per (face model, photo content hash)."""
 
@@ -221,65 +230,52 @@ class EmbeddingCache:
     def _file(self, sha: str) -> Path | None:
         return None if self.folder is None else self.folder / f"{sha}.npz"
 
-    def get(self, sha: str) -> list[Face] | None:
+    def get(self, sha: str) -> list[PhotoFace] | None:
         path = self._file(sha)
         if path is None or not path.is_file():
             return None
         try:
             with np.load(path) as data:
-                return [Face(box=Box(*map(float, b)), score=float(s), embedding=e.astype(np.float32))
+                return [PhotoFace(Box(*map(float, b)), float(s), e.astype(np.float32))
                         for b, s, e in zip(data["boxes"], data["scores"], data["embeddings"])]
         except (OSError, ValueError, KeyError) as exc:
             log.warning("ignoring unreadable cache entry %s (%s)", path, exc)
             return None
 
-    def put(self, sha: str, faces: list[Face]) -> None:
+    def put(self, sha: str, faces: list[PhotoFace]) -> None:
         path = self._file(sha)
         if path is None:
             return
+        buffer = io.BytesIO()
+        np.savez(buffer, boxes=np.array([f.box.as_list(3) for f in faces], np.float32).reshape(-1, 4),
+                 scores=np.array([f.score for f in faces], np.float32),
+                 embeddings=np.stack([f.embedding for f in faces]) if faces else np.zeros((0, 0), np.float32))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, boxes=np.array([f.box.as_list(3) for f in faces], np.float32).reshape(-1, 4),
-                         scores=np.array([f.score for f in faces], np.float32),
-                         embeddings=np.stack([f.embedding for f in faces]) if faces
-                         else np.zeros((0, 0), np.float32))
-            os.replace(tmp, path)
+            write_file(path, buffer.getvalue())
         except OSError as exc:
             log.warning("cannot write the embedding cache in %s (%s); continuing without it", path.parent, exc)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def photo_faces(path: Path, backend: FaceBackend, cache: EmbeddingCache) -> tuple[str, list[Face]]:
+def photo_faces(path: Path, backend: FaceBackend, cache: EmbeddingCache) -> tuple[str, list[PhotoFace]]:
     """All faces in a photo, embedded, biggest first (from the cache when possible)."""
-    sha = file_sha256(path)
+    check_image_file(path)   # a named pipe or an unreadable file: one line, nothing read
+    sha = sha256_file(path)
     faces = cache.get(sha)
     if faces is None:
         image = load_rgb(path)
         scale = min(1.0, MAX_REFERENCE_SIDE / max(image.shape[:2]))
         if scale < 1.0:
             import cv2
-            small = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
+            image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
                                interpolation=cv2.INTER_AREA)
-        else:
-            small = image
-        faces = backend.embed(small, backend.detect(small))
-        for face in faces:
-            face.box = face.box.scaled(1 / scale)
-            face.landmarks = None
+        found = backend.analyze(image)
+        faces = [PhotoFace(f.box.scaled(1 / scale), f.score, f.embedding) for f in found]
         cache.put(sha, faces)
     return sha, sorted(faces, key=lambda f: -f.box.size)
 
 
-def usable_faces(faces: list[Face]) -> list[Face]:
+def usable_faces(faces: list[PhotoFace]) -> list[PhotoFace]:
     if not faces:
         return []
     biggest = max(f.box.size for f in faces)
@@ -287,7 +283,7 @@ def usable_faces(faces: list[Face]) -> list[Face]:
     return [f for f in faces if f.box.size >= floor]
 
 
-def photo_problem(faces: list[Face]) -> str | None:
+def photo_problem(faces: list[PhotoFace]) -> str | None:
     """Why a reference photo cannot be used, or None when it shows exactly one usable face."""
     usable = usable_faces(faces)
     if not usable:
@@ -298,8 +294,29 @@ def photo_problem(faces: list[Face]) -> str | None:
     return None
 
 
-def load_cast(root: str | Path, backend: FaceBackend, strict: bool = True,
-              cache_dir: Path | None = None, on_photo: Callable[[Path], None] | None = None) -> Cast:
+def check_photos(entries: Iterable[CastEntry], backend: FaceBackend, cache_dir: Path | None = None,
+                 on_photo: Callable[[Path], None] | None = None) -> list[PhotoCheck]:
+    """Every photo of ``entries`` looked at (``movieid cast check`` prints these)."""
+    cache = EmbeddingCache(default_cache_dir() if cache_dir is None else cache_dir, backend.model_id)
+    checks = []
+    for entry in entries:
+        for path in entry.images:
+            try:
+                sha, faces = photo_faces(path, backend, cache)
+                usable = usable_faces(faces)
+                problem = photo_problem(faces)
+                checks.append(PhotoCheck(entry.name, path, sha, len(usable), usable[0] if problem is None else None,
+                                         problem))
+            except InputError as exc:    # the photo cannot be read: its own line
+                checks.append(PhotoCheck(entry.name, path, None, 0, None, exc.problem))
+            finally:
+                if on_photo is not None:
+                    on_photo(path)
+    return checks
+
+
+def load_cast(root: str | Path, backend: FaceBackend, strict: bool = True, cache_dir: Path | None = None,
+              on_photo: Callable[[Path], None] | None = None) -> Cast:
     """Discover a cast folder and embed every reference photo.
 
     ``strict``: a photo with no usable face or several faces is an error; otherwise it is
@@ -307,37 +324,26 @@ def load_cast(root: str | Path, backend: FaceBackend, strict: bool = True,
     """
     root = Path(root)
     entries = discover(root)
-    cache = EmbeddingCache(default_cache_dir() if cache_dir is None else cache_dir, backend.model_id)
-    members: list[CastMember] = []
+    checks = check_photos(entries, backend, cache_dir, on_photo)
+    members = []
     for entry in entries:
         photos = []
-        for path in entry.images:
-            problem = None
-            try:
-                sha, faces = photo_faces(path, backend, cache)
-                problem = photo_problem(faces)
-            except MovieIdError as exc:
+        for check in (c for c in checks if c.name == entry.name):
+            if check.problem is not None:
+                hint = " (or pass --no-cast-strict to skip it)" if check.sha256 is not None else ""
                 if strict:
-                    raise
-                log.warning("%s; skipped", exc)
+                    raise MovieIdError(check.problem + hint, check.path)
+                log.warning("%s: %s; skipped", check.path, check.problem)
                 continue
-            finally:
-                if on_photo is not None:
-                    on_photo(path)
-            if problem is not None:
-                if strict:
-                    raise MovieIdError(problem + " (or pass --no-cast-strict to skip it)", path)
-                log.warning("%s: %s; skipped", path, problem)
-                continue
-            face = usable_faces(faces)[0]
-            photos.append(ReferencePhoto(path=path, sha256=sha, box=face.box, embedding=face.embedding))
+            photos.append(ReferencePhoto(check.path, check.sha256, check.face.box, check.face.embedding))
         if photos:
-            members.append(CastMember(entry.name, entry.aliases, photos))
+            members.append(CastMember(entry.name, entry.aliases, tuple(photos)))
         else:
             log.warning("cast member %r has no usable photo and is left out", entry.name)
     if not members:
         raise MovieIdError("no cast member has a usable reference photo", root)
-    return Cast(root=root, members=members, face_model=backend.model_id)
+    key = cast_digest([(m.name, m.aliases, [p.sha256 for p in m.photos]) for m in members], backend.model_id)
+    return Cast(root=root, members=tuple(members), face_model=backend.model_id, key=key)
 
 
 def count_photos(entries: Iterable[CastEntry]) -> int:

@@ -11,3 +11,9 @@ from .models.errors import InputError
 
 class MovieIdError(InputError):
     """A bad input or environment problem of the pipeline, in one line that names the file."""
+
+
+def missing_dependency(exc: ImportError, what: str, extra: str) -> MovieIdError:
+    """The one-line error for an optional dependency that is not installed."""
+    return MovieIdError(f"{what} needs {exc.name or 'a package'}, which is not installed: "
+                        f"pip install -e '.[{extra}]'")

@@ -1,49 +1,46 @@
-"""Face analysis of shots: choose keyframes, detect and embed faces.
+"""Face analysis of shots: keyframes chosen, faces detected and embedded, linked into tracks.
 
-Runs in worker processes (one face backend per process, kept across tasks and films) or
-in-process when there is a single worker. A task is a chunk of consecutive shots with the
-candidate frames the film scan kept (as YUV, half the bytes of RGB); a candidate the scan
-did not keep (in a shot shorter than the scan's step) is read from the file.
+Shots arrive from the decoding pass (``scan.scan_film``) as they close and go to the face
+workers in small tasks: a few consecutive shots with the candidate frames the pass kept (as
+YUV, half the bytes of RGB); a candidate it did not keep (in a shot shorter than the pass's
+step) is read from the file. With more than two tasks per worker in flight the pass waits,
+so memory stays flat when faces are slower than decoding.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import collections
+import os
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import numpy as np
 
-from . import keyframes
+from . import keyframes, tracks
+from .config import Config
 from .faces import load_backend
-from .faces.base import Face, FaceBackend
-from .identity import Sighting
-from .keyframes import Keyframe
-from .shots import Shot
-from .video import Film, FrameReader, YuvFrame
+from .faces.base import Detection, FaceBackend
+from .records import Face, Film, Keyframe, ShotFaces
+from .scan import ScannedShot
+from .video import FrameReader
+from .workers import WorkerPool, result
+
+# A task holds this many shots (or this much film): enough to keep a worker busy, few
+# enough frames (a dozen or two) to keep memory low.
+TASK_SHOTS = 4
+TASK_SECONDS = 20.0
 
 
-@dataclass(frozen=True)
-class BackendSpec:
-    name: str
-    models_dir: str | None = None
-
-
-@dataclass
+@dataclass(frozen=True, eq=False)
 class FaceTask:
     film: Film
-    size: tuple[int, int]                   # frame size for face analysis
-    min_face: float                         # pixels at that size
-    shots: list[tuple[Shot, list[list[int]]]]  # each shot with its keyframe candidates
-    frames: dict[int, YuvFrame] = field(default_factory=dict)  # candidates the scan kept; others are read
-
-
-@dataclass
-class ShotFaceResult:
-    shot: Shot
-    keyframes: list[Keyframe]
-    sightings: list[Sighting]
+    size: tuple[int, int]           # frame size for face analysis
+    min_face: float                 # smallest face analysed, pixels at that size
+    shots: tuple[ScannedShot, ...]
 
 
 class FaceAnalyzer:
-    """Holds a backend and an open reader; analyses tasks of any film."""
+    """Holds a backend and an open reader; analyses tasks of any film (one per process)."""
 
     def __init__(self, backend: FaceBackend):
         self.backend = backend
@@ -62,56 +59,87 @@ class FaceAnalyzer:
             self._reader.close()
             self._reader = None
 
-    def analyze(self, task: FaceTask) -> list[ShotFaceResult]:
-        detected: dict[int, list[Face]] = {}
+    def analyze(self, task: FaceTask) -> list[ShotFaces]:
+        detected: dict[int, list[Detection]] = {}
         frames: dict[int, np.ndarray] = {}
+        kept = {i: f for s in task.shots for i, f in s.frames.items()}
 
         def load(indices) -> None:
             wanted = sorted({i for i in indices if i not in frames})
-            frames.update((i, task.frames[i].rgb()) for i in wanted if i in task.frames)
-            missing = [i for i in wanted if i not in task.frames]
+            frames.update((i, kept[i].rgb()) for i in wanted if i in kept)
+            missing = [i for i in wanted if i not in kept]
             if missing:
                 frames.update(zip(missing, self._reader_for(task.film, task.size).read(missing)))
 
-        def faces_in(frame: int) -> list[Face]:
+        def faces_in(frame: int) -> list[Detection]:
             if frame not in detected:
                 load([frame])
                 detected[frame] = [f for f in self.backend.detect(frames[frame]) if f.box.size >= task.min_face]
             return detected[frame]
 
         # First candidates of every shot in one forward pass; second ones only where needed.
-        load(seg[0] for _, segs in task.shots for seg in segs)
-        for _, segs in task.shots:
-            for seg in segs:
+        load(seg[0] for s in task.shots for seg in s.candidates)
+        for s in task.shots:
+            for seg in s.candidates:
                 faces_in(seg[0])
-        load(seg[1] for _, segs in task.shots for seg in segs if len(seg) > 1 and not detected[seg[0]])
+        load(seg[1] for s in task.shots for seg in s.candidates if len(seg) > 1 and not detected[seg[0]])
 
         scale = task.film.width / task.size[0]
         results = []
-        for shot, segs in task.shots:
-            chosen = keyframes.choose(segs, faces_in, lambda f: f.box.area)
-            sightings = []
+        for s in task.shots:
+            chosen = keyframes.choose(s.candidates, faces_in, lambda f: f.box.area)
+            faces: list[Face] = []
             for frame in chosen:
-                faces = self.backend.embed(frames[frame], detected[frame]) if detected[frame] else []
-                time = task.film.time(frame)
-                sightings += [Sighting(frame=frame, time=time, box=f.box.scaled(scale), score=f.score,
-                                       embedding=f.embedding) for f in faces]
-            results.append(ShotFaceResult(shot, [Keyframe(f, task.film.time(f)) for f in chosen], sightings))
+                if detected[frame]:
+                    time = task.film.time(frame)
+                    embeddings = self.backend.embed(frames[frame], detected[frame])
+                    faces += [Face(frame, time, d.box.scaled(scale), d.score, e)
+                              for d, e in zip(detected[frame], embeddings)]
+            results.append(ShotFaces(s.shot, tuple(Keyframe(f, task.film.time(f)) for f in chosen),
+                                     tracks.link(faces, self.backend.match_threshold)))
         return results
 
 
-# ----------------------------------------------------------------------------- worker processes
-
-_ANALYZER: FaceAnalyzer | None = None
-
-
-def init_worker(spec: BackendSpec) -> None:
-    """Process-pool initializer: load the face backend once per worker."""
-    global _ANALYZER
-    _ANALYZER = FaceAnalyzer(load_backend(spec.name, spec.models_dir))
+def _analyze(analyzer: FaceAnalyzer, task: FaceTask) -> list[ShotFaces]:
+    return analyzer.analyze(task)
 
 
-def analyze_in_worker(task: FaceTask) -> list[ShotFaceResult]:
-    assert _ANALYZER is not None, "init_worker did not run"
-    return _ANALYZER.analyze(task)
+def _analyzer_in_worker(backend: str, models: str | None) -> FaceAnalyzer:
+    return FaceAnalyzer(load_backend(backend, models))
 
+
+def face_pool(config: Config, backend: FaceBackend) -> WorkerPool:
+    """The face workers of one run: ``config.workers`` processes, or this process (and its
+    already loaded ``backend``) when there is one."""
+    processes = config.workers or os.cpu_count() or 1
+    if processes <= 1:
+        return WorkerPool(1, FaceAnalyzer, backend)
+    return WorkerPool(processes, _analyzer_in_worker, config.faces.backend, config.faces.models)
+
+
+def analyse_faces(scanned: Iterable[ScannedShot], film: Film, size: tuple[int, int], min_face: float,
+                  pool: WorkerPool, on_shot: Callable[[int, int], None] | None = None) -> list[ShotFaces]:
+    """Every scanned shot's keyframes, faces and tracks, in order; tasks overlap the scan."""
+    pending: list[ScannedShot] = []
+    in_flight: collections.deque[tuple[Future, int]] = collections.deque()
+    results: list[ShotFaces] = []
+    submitted = 0
+
+    def flush(final: bool = False) -> None:
+        nonlocal submitted
+        if pending and (final or len(pending) >= TASK_SHOTS
+                        or pending[-1].shot.end - pending[0].shot.start >= TASK_SECONDS):
+            in_flight.append((pool.submit(_analyze, FaceTask(film, size, min_face, tuple(pending))), len(pending)))
+            submitted += len(pending)
+            pending.clear()
+        while in_flight and (len(in_flight) > 2 * pool.processes or final or in_flight[0][0].done()):
+            future, _ = in_flight.popleft()
+            results.extend(result(future))
+            if on_shot is not None:
+                on_shot(len(results), submitted)
+
+    for shot in scanned:
+        pending.append(shot)
+        flush()
+    flush(final=True)
+    return results

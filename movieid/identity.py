@@ -1,167 +1,172 @@
-"""Who is who: faces in a shot's keyframes become people, people get cast names or
-film-wide "Unknown n" labels.
+"""Who is who: the film's tracks grouped into people, and people named from the cast.
 
-1. Within a shot, faces in different keyframes that look alike are one person
-   (greedy linking by embedding similarity, never two faces of one frame).
-2. A person takes a cast name only on consistent evidence: the member must be the best
-   match in most of the person's sightings and the mean similarity must reach the
-   backend's threshold; a person seen in a single keyframe of a multi-keyframe shot needs
-   a margin on top. One name is given to at most one person per shot.
-3. People left unnamed are clustered across the whole film (online, by mean embedding),
-   and clusters are labelled "Unknown 1", "Unknown 2", ... in order of first appearance.
+1. **People across the film.** Every track of every shot is clustered film-wide by average
+   linkage on track embeddings, merging only while the two groups' average similarity
+   reaches ``cluster_threshold`` (stricter than the backend's match threshold: an extra
+   person costs less than two people made one). Two tracks that share a frame are never one
+   person (a cannot-link constraint), with or without a cast.
+2. **Naming, open-set, per person.** A person's similarity to a member is the mean, over
+   the person's faces, of the best match among the member's reference photos. The closest
+   member names the person only if that similarity beats, each by a margin, (a) the match
+   threshold, (b) the runner-up member and (c) the *strangers' level*: how well the film's
+   other people match that member (people seen together with this one, or not alike it,
+   are others; people alike it and never seen with it may be the same person in other
+   light). The smallest of the three margins, over ``confidence_margin``, is the confidence (0..1);
+   a name needs ``min_confidence``. So a member names one person, or several alike people
+   never seen together; a look-alike stranger stays Unknown whenever the member, or anyone
+   else as like the member, is in the film.
+3. People left unnamed are "Unknown 1", "Unknown 2", ... in order of first appearance (left
+   to right within a shot).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
-from .cast import Cast
-from .faces.base import Box, normalise
-from .keyframes import Keyframe
-from .shots import Shot
-
-LINK_SLACK = 0.05          # linking faces of one person across keyframes is a bit more lenient
-SINGLE_SIGHTING_MARGIN = 0.03
-UNKNOWN_PREFIX = "Unknown"
+from .config import IdentityConfig
+from .records import UNKNOWN_PREFIX, Appearance, Cast, ShotFaces, ShotPeople, unit
 
 
-@dataclass
-class Sighting:
-    """One face in one keyframe, in film display pixels."""
-
-    frame: int
-    time: float
-    box: Box
-    score: float
-    embedding: np.ndarray = field(repr=False)
-    similarities: np.ndarray | None = field(default=None, repr=False)  # to each cast member
-    similarity: float = 0.0   # to the person's cast member, or to the closest one if unnamed
+def cluster_threshold_for(threshold: float) -> float:
+    """Film-wide clustering threshold for a backend that does not set one."""
+    return threshold + 0.3 * (1.0 - threshold)
 
 
-@dataclass
-class Person:
-    """One person in one shot: their sightings across the shot's keyframes."""
+def confidence_margin_for(threshold: float) -> float:
+    """The margin that gives confidence 1, for a backend that does not set one."""
+    return 0.5 * (1.0 - threshold)
 
-    sightings: list[Sighting]
-    name: str | None = None     # a cast member's name
-    label: str | None = None    # "Unknown n" for people not in the cast
-    similarity: float = 0.0     # mean similarity to the named member (best member if unnamed)
+
+@dataclass(frozen=True, eq=False)
+class _Person:
+    """One film-wide cluster of tracks and its evidence against the cast."""
+
+    tracks: tuple[tuple[int, int], ...]    # (shot, track) pairs, in order of appearance
+    faces: np.ndarray                      # [faces, members] best-photo similarity per face
+    embedding: np.ndarray
+    frame_count: int                       # analysed frames it is seen in
 
     @property
-    def display_name(self) -> str:
-        return self.name or self.label or UNKNOWN_PREFIX
-
-    @property
-    def embedding(self) -> np.ndarray:
-        return normalise(np.mean([s.embedding for s in self.sightings], axis=0))
-
-    def center_x(self) -> float:
-        return float(np.mean([s.box.center[0] for s in self.sightings]))
-
-    def size(self) -> float:
-        return float(np.mean([s.box.size for s in self.sightings]))
+    def member_similarity(self) -> np.ndarray:
+        return self.faces.mean(axis=0)
 
 
-@dataclass
-class ShotFaces:
-    """What face analysis found in one shot."""
-
-    shot: Shot
-    keyframes: list[Keyframe]
-    people: list[Person] = field(default_factory=list)
-
-    def names(self) -> list[str]:
-        """Cast names and unknown labels present, left to right."""
-        ordered = sorted(self.people, key=Person.center_x)
-        return list(dict.fromkeys(p.display_name for p in ordered))
-
-    def likely_cast(self, cast: Cast) -> list[str]:
-        """Cast names ranked by how likely they are on screen: named first, then by best similarity."""
-        named = {p.name for p in self.people if p.name}
-        best = np.full(len(cast), -1.0)
-        for person in self.people:
-            for s in person.sightings:
-                if s.similarities is not None and len(s.similarities):
-                    best = np.maximum(best, s.similarities)
-        order = sorted(range(len(cast)), key=lambda i: (cast.names[i] not in named, -best[i], i))
-        return [cast.names[i] for i in order]
-
-
-def link_people(sightings: list[Sighting], threshold: float) -> list[Person]:
-    """Group a shot's sightings into people, frame by frame, most similar pairs first."""
-    people: list[Person] = []
-    by_frame: dict[int, list[Sighting]] = {}
-    for s in sightings:
-        by_frame.setdefault(s.frame, []).append(s)
-    for frame in sorted(by_frame):
-        faces = by_frame[frame]
-        pairs = sorted(((float(p.embedding @ s.embedding), i, j) for i, p in enumerate(people)
-                        for j, s in enumerate(faces)), reverse=True)
-        used_people, used_faces = set(), set()
-        for sim, i, j in pairs:
-            if sim < threshold - LINK_SLACK:
-                break
-            if i in used_people or j in used_faces:
-                continue
-            people[i].sightings.append(faces[j])
-            used_people.add(i)
-            used_faces.add(j)
-        people.extend(Person([s]) for j, s in enumerate(faces) if j not in used_faces)
-    return people
+def cluster_tracks(embeddings: np.ndarray, apart: np.ndarray, threshold: float) -> list[list[int]]:
+    """Average-linkage clusters of tracks (rows of ``embeddings``), merged while their mean
+    similarity reaches ``threshold`` and never across an ``apart`` pair; each cluster's
+    indices ascending, clusters ordered by their first index. Each row's best partner is
+    kept, so a merge costs O(tracks) rather than a search of the whole matrix."""
+    n = len(embeddings)
+    sim = embeddings.astype(np.float32) @ embeddings.T.astype(np.float32)
+    sim[apart] = -np.inf               # stays -inf through averaging: cannot-link is kept
+    np.fill_diagonal(sim, -np.inf)
+    sizes = np.ones(n, np.float32)
+    members = [[i] for i in range(n)]
+    best = sim.argmax(axis=1)
+    value = sim[np.arange(n), best]
+    while n > 1:
+        a = int(np.argmax(value))
+        if value[a] < threshold:
+            break
+        a, b = sorted((a, int(best[a])))
+        sim[a, :] = (sizes[a] * sim[a, :] + sizes[b] * sim[b, :]) / (sizes[a] + sizes[b])
+        sim[:, a] = sim[a, :]
+        sim[a, a] = -np.inf
+        sim[b, :] = -np.inf
+        sim[:, b] = -np.inf
+        sizes[a] += sizes[b]
+        members[a] += members[b]
+        members[b] = []
+        value[b] = -np.inf
+        stale = (best == a) | (best == b)
+        stale[a], stale[b] = True, False
+        better = ~stale & (sim[:, a] > value)
+        best[better], value[better] = a, sim[better, a]
+        for i in np.flatnonzero(stale):
+            best[i] = int(np.argmax(sim[i]))
+            value[i] = sim[i, best[i]]
+    return sorted((sorted(m) for m in members if m), key=lambda c: c[0])
 
 
-def name_people(shot_faces: ShotFaces, cast: Cast, threshold: float) -> None:
-    """Give each person of a shot a cast name where the evidence is consistent."""
-    for person in shot_faces.people:
-        for s in person.sightings:
-            s.similarities = cast.similarities(s.embedding)
-    claims: list[tuple[float, Person, str]] = []
-    for person in shot_faces.people:
-        person.name = None
-        if not len(cast):
-            continue
-        sims = np.stack([s.similarities for s in person.sightings])      # [sightings, members]
-        mean = sims.mean(axis=0)
-        best = int(np.argmax(mean))
-        person.similarity = float(mean[best])
-        votes = int(np.sum((sims.argmax(axis=1) == best) & (sims[:, best] >= threshold)))
-        needed = threshold + (SINGLE_SIGHTING_MARGIN if len(person.sightings) == 1
-                              and len(shot_faces.keyframes) > 1 else 0.0)
-        if mean[best] >= needed and votes * 2 >= len(person.sightings):
-            claims.append((person.similarity, person, cast.names[best]))
-    # One name, one person per shot: the strongest claim wins.
-    taken: set[str] = set()
-    for _, person, name in sorted(claims, key=lambda c: -c[0]):
-        if name not in taken:
-            person.name = name
-            taken.add(name)
-    for person in shot_faces.people:
-        member = cast.names.index(person.name) if person.name else None
-        for s in person.sightings:
-            if len(s.similarities):
-                s.similarity = float(s.similarities[member] if member is not None else s.similarities.max())
+def _sharing_a_frame(shots: list[ShotFaces], keys: list[tuple[int, int]]) -> np.ndarray:
+    """[tracks, tracks]: whether two tracks (``keys``: shot, track) are seen in one frame."""
+    apart = np.zeros((len(keys), len(keys)), bool)
+    by_shot: dict[int, list[int]] = {}
+    for i, (s, _) in enumerate(keys):
+        by_shot.setdefault(s, []).append(i)
+    for s, rows in by_shot.items():
+        for i in rows:
+            for j in rows:
+                apart[i, j] = i != j and bool(shots[s].tracks[keys[i][1]].frames & shots[s].tracks[keys[j][1]].frames)
+    return apart
 
 
-def label_unknowns(shots: Iterable[ShotFaces], threshold: float) -> int:
-    """Cluster unnamed people across the film; returns the number of unknown labels."""
-    centroids: list[np.ndarray] = []
-    counts: list[int] = []
-    for shot_faces in shots:
-        for person in sorted(shot_faces.people, key=Person.center_x):
-            person.label = None
-            if person.name:
-                continue
-            emb = person.embedding
-            sims = [float(c @ emb) for c in centroids]
-            k = int(np.argmax(sims)) if sims else -1
-            if k < 0 or sims[k] < threshold:
-                centroids.append(emb)
-                counts.append(1)
-                k = len(centroids) - 1
-            else:
-                counts[k] += 1
-                centroids[k] = normalise(centroids[k] * (counts[k] - 1) + emb)
-            person.label = f"{UNKNOWN_PREFIX} {k + 1}"
-    return len(centroids)
+def _claims(people: list[_Person], seen_together: np.ndarray, threshold: float,
+            confidence_margin: float) -> list[tuple[int, float, float]]:
+    """Per person: (closest member, margin over the runner-up member, confidence)."""
+    if not people or people[0].faces.shape[1] == 0:
+        return [(-1, 0.0, 0.0)] * len(people)
+    sims = np.stack([p.member_similarity for p in people])            # [people, members]
+    emb = np.stack([p.embedding for p in people])
+    alike = emb @ emb.T >= threshold
+    claims = []
+    for c in range(len(people)):
+        order = np.argsort(-sims[c], kind="stable")
+        best = int(order[0])
+        runner_up = float(sims[c, order[1]]) if len(order) > 1 else -1.0
+        others = [o for o in range(len(people)) if o != c and (seen_together[c, o] or not alike[c, o])]
+        strangers = max((float(sims[o, best]) for o in others), default=-1.0)
+        s = float(sims[c, best])
+        evidence = min(s - threshold, s - runner_up, s - strangers)
+        claims.append((best, s - runner_up, float(np.clip(evidence / confidence_margin, 0.0, 1.0)) if evidence > 0 else 0.0))
+    return claims
+
+
+def identify(shots: list[ShotFaces], cast: Cast, threshold: float,
+             min_confidence: float = IdentityConfig.min_confidence, cluster_threshold: float | None = None,
+             confidence_margin: float | None = None) -> tuple[list[ShotPeople], int]:
+    """Every shot's people, named or labelled; and how many Unknown labels the film uses.
+    ``threshold``, ``cluster_threshold`` and ``confidence_margin`` are the backend's."""
+    cluster_threshold = cluster_threshold_for(threshold) if cluster_threshold is None else cluster_threshold
+    confidence_margin = confidence_margin_for(threshold) if confidence_margin is None else confidence_margin
+    # Tracks in order of appearance: shot by shot, left to right.
+    keys = [(s, k) for s, shot in enumerate(shots)
+            for k in sorted(range(len(shot.tracks)), key=lambda k: shot.tracks[k].center_x)]
+    tracks = [shots[s].tracks[k] for s, k in keys]
+    face_sims = {key: np.stack([cast.similarities(f.embedding) for f in track.faces])
+                 for key, track in zip(keys, tracks)}
+    apart = _sharing_a_frame(shots, keys)
+    clusters = cluster_tracks(np.stack([t.embedding for t in tracks]), apart, cluster_threshold) if tracks else []
+    people = []
+    for cluster in clusters:
+        members = [keys[i] for i in cluster]
+        faces = [f for i in cluster for f in tracks[i].faces]
+        people.append(_Person(tuple(members), np.concatenate([face_sims[m] for m in members]),
+                              unit(np.mean([f.embedding for f in faces], axis=0)),
+                              len({(keys[i][0], f) for i in cluster for f in tracks[i].frames})))
+    belongs = np.zeros((len(people), len(tracks)))
+    for c, cluster in enumerate(clusters):
+        belongs[c, cluster] = 1.0
+    claims = _claims(people, belongs @ apart @ belongs.T > 0, threshold, confidence_margin)
+    names, labels = [], []
+    for (best, _, confidence) in claims:
+        named = best >= 0 and confidence > 0 and confidence >= min_confidence
+        names.append(cast.names[best] if named else None)
+        labels.append(None if named else f"{UNKNOWN_PREFIX} {sum(1 for l in labels if l) + 1}")
+    where = {key: c for c, person in enumerate(people) for key in person.tracks}
+
+    result = []
+    for s, shot in enumerate(shots):
+        found = []
+        for k, track in enumerate(shot.tracks):
+            c = where[s, k]
+            best, margin, confidence = claims[c]
+            sims = face_sims[s, k]
+            member_sims = sims.max(axis=0) if len(cast) else np.zeros(0, np.float32)
+            per_face = tuple(float(f[best]) if best >= 0 else 0.0 for f in sims)
+            found.append(Appearance(track, names[c], labels[c], float(np.mean(per_face)), per_face, member_sims,
+                                    cluster=c, cluster_frames=people[c].frame_count, margin=margin,
+                                    confidence=confidence))
+        result.append(ShotPeople(shot.shot, shot.keyframes, tuple(found)))
+    return result, sum(1 for label in labels if label)

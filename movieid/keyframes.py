@@ -1,27 +1,34 @@
 """Pick the frames of a shot that are worth looking at.
 
-A shot is cut into ``n`` equal segments so the keyframes spread over it; in each segment
-the sharpest well-exposed frame is the first candidate and the sharpest frame far enough
+While the film is decoded, ``FrameStats`` records each frame's sharpness and brightness. A
+shot is cut into ``n`` equal segments so the keyframes spread over it; in each segment the sharpest well-exposed frame is the first candidate and the sharpest frame far enough
 from it the second. Face analysis then keeps, per segment, the candidate where faces are
 visible (``choose``), so a shot is described from frames where its people can be seen.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Sequence, TypeVar
 
+import cv2
 import numpy as np
 
-from .shots import FrameStats, Shot
+from .records import Shot
 
 DARK = 16.0   # mean grey level below which a frame is treated as black (fades, flashes)
 EDGE_FRAMES = 2  # frames skipped at both ends of a long-enough shot: dissolves and cut blur
 
 
-@dataclass(frozen=True)
-class Keyframe:
-    frame: int
-    time: float
+class FrameStats:
+    """Per-frame sharpness and brightness, kept as two float32 arrays (8 bytes a frame)."""
+
+    def __init__(self, frame_count: int):
+        self.sharpness = np.zeros(frame_count, np.float32)
+        self.brightness = np.zeros(frame_count, np.float32)
+
+    def record(self, index: int, bgr: np.ndarray) -> None:
+        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        self.sharpness[index] = cv2.Laplacian(gray, cv2.CV_32F).var()
+        self.brightness[index] = gray.mean()
 
 
 def candidates(shot: Shot, stats: FrameStats, n: int, step: int = 1) -> list[list[int]]:

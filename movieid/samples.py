@@ -20,13 +20,13 @@ import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from .annotation import read_annotation
 from .errors import MovieIdError
 
 MAX_IMAGES = 8
@@ -131,22 +131,6 @@ def _crop_name(sighting: Sighting) -> str:
 
 
 # ---- from a reviewed annotation ------------------------------------------------------------
-
-def read_annotation(path: Path) -> dict:
-    """The annotation JSON, checked against the schema (one line naming the first problem)."""
-    import jsonschema
-
-    try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise MovieIdError(f"cannot read annotation: {error}", path) from error
-    schema = json.loads(resources.files("movieid.schema").joinpath("annotation.schema.json").read_text())
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(document))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "document"
-        raise MovieIdError(f"not a movieid annotation: at {where}: {error.message}", path)
-    return document
-
 
 def _is_person(name: str) -> bool:
     return bool(name.strip()) and not _UNKNOWN.match(name)

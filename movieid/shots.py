@@ -1,94 +1,48 @@
-"""Split a film into shots with PySceneDetect, in one streaming pass over small frames.
+"""Cuts: PySceneDetect's detectors fed one frame at a time, and long shots split into parts.
 
-The same pass records two numbers per frame (sharpness and brightness) that keyframe
-selection uses later, so the film is decoded at analysis size exactly once. Shots are
-yielded as soon as their closing cut is known, which lets face analysis of early shots
-overlap detection of later ones. Long shots are cut into parts of at most
-``max_shot_len`` seconds (each part gets its own caption); short shots are kept, however
-short: a flash cut is still a shot.
+``ShotDetector`` does no I/O: the film's one decoding pass (``scan.scan_film``) pushes small
+frames into it and gets back each shot as soon as the cut that closes it is known, which
+lets face analysis of early shots overlap detection of later ones. Long shots are cut into
+parts of at most ``max_shot_len`` seconds (each part gets its own caption); short shots are
+kept, however short: a flash cut is still a shot.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Iterator, Literal
 
-import cv2
 import numpy as np
 
-from .video import Film, scan
+from .config import ShotConfig
+from .records import Film, Shot
 
 DETECTION_WIDTH = 256  # PySceneDetect's own default downscale target
 
-DETECTOR_THRESHOLDS = {"adaptive": 3.0, "content": 27.0}
+
+def detection_size(film: Film) -> tuple[int, int]:
+    """The (even) size of the frames the detector sees."""
+    width = min(DETECTION_WIDTH, film.width)
+    height = max(2, int(round(film.height * width / film.width)))
+    return width - width % 2, height - height % 2 or 2
 
 
-@dataclass(frozen=True)
-class ShotOptions:
-    detector: Literal["adaptive", "content"] = "adaptive"
-    threshold: float | None = None     # detector default when None
-    min_shot_len: float = 0.1          # seconds; shorter cuts are merged by the detector
-    max_shot_len: float = 10.0         # seconds; longer shots are split into parts (0: never)
-
-    def resolved_threshold(self) -> float:
-        return DETECTOR_THRESHOLDS[self.detector] if self.threshold is None else self.threshold
-
-
-@dataclass(frozen=True)
-class Shot:
-    """A run of frames [start_frame, end_frame) with presentation times [start, end)."""
-
-    index: int          # position in the film's list (after long shots are split)
-    start_frame: int
-    end_frame: int      # exclusive
-    start: float
-    end: float
-    cut: int            # number of the detected shot this belongs to
-    part: int = 1       # 1-based part of a long shot
-    parts: int = 1
-
-    @property
-    def frame_count(self) -> int:
-        return self.end_frame - self.start_frame
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
-
-
-class FrameStats:
-    """Per-frame sharpness and brightness, kept as two float32 arrays (8 bytes a frame)."""
-
-    def __init__(self, frame_count: int):
-        self.sharpness = np.zeros(frame_count, np.float32)
-        self.brightness = np.zeros(frame_count, np.float32)
-
-    def record(self, index: int, bgr: np.ndarray) -> None:
-        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-        self.sharpness[index] = cv2.Laplacian(gray, cv2.CV_32F).var()
-        self.brightness[index] = gray.mean()
-
-
-def _make_detector(options: ShotOptions, fps: float):
+def _make_detector(config: ShotConfig, fps: float):
     from scenedetect import AdaptiveDetector, ContentDetector
 
-    min_len = max(1, int(round(options.min_shot_len * fps)))
-    if options.detector == "adaptive":
-        return AdaptiveDetector(adaptive_threshold=options.resolved_threshold(), min_scene_len=min_len)
-    if options.detector == "content":
-        return ContentDetector(threshold=options.resolved_threshold(), min_scene_len=min_len)
-    raise ValueError(f"unknown shot detector {options.detector!r}")
+    min_len = max(1, int(round(config.min_shot_len * fps)))
+    if config.detector == "adaptive":
+        return AdaptiveDetector(adaptive_threshold=config.cut_threshold, min_scene_len=min_len)
+    return ContentDetector(threshold=config.cut_threshold, min_scene_len=min_len)
 
 
 class ShotDetector:
-    """Turns frames, pushed one at a time in order, into shots (no I/O of its own)."""
+    """Turns frames, pushed one at a time in order, into shots."""
 
-    def __init__(self, film: Film, options: ShotOptions):
+    def __init__(self, film: Film, config: ShotConfig):
         from scenedetect import FrameTimecode
 
         self._timecode = lambda index: FrameTimecode(index, film.fps)
-        self._detector = _make_detector(options, film.fps)
-        self._splitter = _ShotSplitter(film, options.max_shot_len)
+        self._detector = _make_detector(config, film.fps)
+        self._splitter = _ShotSplitter(film, config.max_shot_len)
         self._start = 0
         self._last = -1
 
@@ -116,25 +70,6 @@ class ShotDetector:
         return shots
 
 
-def iter_shots(film: Film, options: ShotOptions, stats: FrameStats | None = None,
-               on_frame: Callable[[int], None] | None = None) -> Iterator[Shot]:
-    """Yield the film's shots in order, each as soon as the cut that closes it is found."""
-    detector = ShotDetector(film, options)
-    for frame in scan(film, detection_size(film), fast=True):
-        if stats is not None:
-            stats.record(frame.index, frame.small)
-        yield from detector.push(frame.index, frame.small)
-        if on_frame is not None:
-            on_frame(frame.index)
-    yield from detector.finish()
-
-
-def detection_size(film: Film) -> tuple[int, int]:
-    width = min(DETECTION_WIDTH, film.width)
-    height = max(2, int(round(film.height * width / film.width)))
-    return width - width % 2, height - height % 2 or 2
-
-
 class _ShotSplitter:
     """Turns detected cuts into numbered shots, splitting the long ones into equal parts."""
 
@@ -160,9 +95,3 @@ class _ShotSplitter:
             self.index += 1
         self.cut += 1
         return shots
-
-
-def detect_shots(film: Film, options: ShotOptions = ShotOptions(), stats: FrameStats | None = None,
-                 on_frame: Callable[[int], None] | None = None) -> list[Shot]:
-    """All shots of a film (see ``iter_shots``)."""
-    return list(iter_shots(film, options, stats, on_frame))

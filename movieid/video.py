@@ -19,11 +19,10 @@ import collections
 import os
 import queue
 import re
-import stat
 import subprocess
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -31,6 +30,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .errors import MovieIdError
+from .files import check_input_file
+from .records import Film
 
 log = logging.getLogger(__name__)
 
@@ -39,56 +40,6 @@ PROBE_TIMEOUT_S = 120
 STILL_IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe",
                        "gif_pipe", "j2k_pipe", "pgm_pipe", "ppm_pipe", "svg_pipe", "jpegxl_pipe",
                        "qoi_pipe", "dpx_pipe", "exr_pipe", "psd_pipe", "pam_pipe", "pbm_pipe"}
-
-
-@dataclass(frozen=True)
-class Film:
-    """What the pipeline knows about a video file. Sizes are display sizes."""
-
-    path: Path
-    size_bytes: int
-    container: str
-    codec: str
-    width: int
-    height: int
-    rotation: int            # degrees the decoder turns coded frames to display them
-    fps: float               # average frame rate
-    vfr: bool                # frame durations vary
-    start_offset: float      # video stream start relative to the container start, seconds
-    timestamps: np.ndarray = field(repr=False)  # presentation time of each frame, seconds
-    frame_duration: float = 0.0                 # nominal duration of one frame, seconds
-    reader: str = "decord"                      # "decord" or "ffmpeg" (fallback)
-
-    @property
-    def frame_count(self) -> int:
-        return int(len(self.timestamps))
-
-    @property
-    def duration(self) -> float:
-        """Time from the first frame's start to the last frame's end."""
-        if self.frame_count == 0:
-            return 0.0
-        return float(self.end_time(self.frame_count - 1) - self.timestamps[0])
-
-    def time(self, frame: int) -> float:
-        """Presentation time of a frame's start."""
-        return float(self.timestamps[frame])
-
-    def end_time(self, frame: int) -> float:
-        """Presentation time at which a frame stops being shown."""
-        if frame + 1 < self.frame_count:
-            return float(self.timestamps[frame + 1])
-        return float(self.timestamps[frame]) + self.frame_duration
-
-    def metadata(self) -> dict:
-        """The JSON form (without per-frame timestamps)."""
-        return {
-            "path": str(self.path), "size_bytes": self.size_bytes, "container": self.container,
-            "codec": self.codec, "width": self.width, "height": self.height,
-            "rotation": self.rotation, "fps": round(self.fps, 6), "vfr": self.vfr,
-            "frame_count": self.frame_count, "duration": round(self.duration, 6),
-            "start_offset": round(self.start_offset, 6), "reader": self.reader,
-        }
 
 
 def _run_ffprobe(path: Path, args: list[str]) -> str:
@@ -106,6 +57,21 @@ def _run_ffprobe(path: Path, args: list[str]) -> str:
     return proc.stdout
 
 
+def _probe_json(path: Path) -> dict:
+    """ffprobe's description of the container and its streams."""
+    return json.loads(_run_ffprobe(path, ["-print_format", "json", "-show_format", "-show_streams"]) or "{}")
+
+
+def has_video_stream(path: Path) -> bool | None:
+    """Whether FFmpeg finds a video stream (not a cover picture) in a file; None when it cannot
+    read the file at all (a cheap check for finding films among other files)."""
+    try:
+        info = _probe_json(Path(path))
+    except MovieIdError:
+        return None
+    return _pick_video_stream(info.get("streams") or []) is not None
+
+
 def _last_line(text: str, path: Path | None = None) -> str:
     """The last message FFmpeg printed, without the path it prefixes."""
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
@@ -115,24 +81,6 @@ def _last_line(text: str, path: Path | None = None) -> str:
     if path is not None and line.startswith(f"{path}: "):
         line = line[len(f"{path}: "):]
     return line
-
-
-def check_readable_file(path: Path, what: str = "file") -> None:
-    """Raise a one-line error unless ``path`` is a non-empty regular file we can read."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise MovieIdError(f"no such {what}", path) from None
-    except OSError as exc:
-        raise MovieIdError(f"cannot access {what} ({exc.strerror})", path) from None
-    if stat.S_ISDIR(st.st_mode):
-        raise MovieIdError(f"is a directory, not a {what}", path)
-    if not stat.S_ISREG(st.st_mode):
-        raise MovieIdError(f"is not a regular {what}", path)
-    if st.st_size == 0:
-        raise MovieIdError(f"is empty (0 bytes), not a {what}", path)
-    if not os.access(path, os.R_OK):
-        raise MovieIdError(f"{what} is not readable (permission denied)", path)
 
 
 def _ratio(text: str | None) -> Fraction | None:
@@ -167,8 +115,8 @@ def _pick_video_stream(streams: list[dict]) -> dict | None:
 def probe(path: str | Path) -> Film:
     """Describe a video file, or raise a one-line ``MovieIdError`` saying why it is unusable."""
     path = Path(path)
-    check_readable_file(path, "video file")
-    info = json.loads(_run_ffprobe(path, ["-print_format", "json", "-show_format", "-show_streams"]) or "{}")
+    size_bytes = check_input_file(path, "video file").st_size
+    info = _probe_json(path)
     fmt = info.get("format") or {}
     container = str(fmt.get("format_name", ""))
     if container in STILL_IMAGE_FORMATS:
@@ -206,7 +154,7 @@ def probe(path: str | Path) -> Film:
         frame_duration = nominal
         vfr = False
     fps = (len(timestamps) - 1) / float(timestamps[-1] - timestamps[0]) if len(deltas) and timestamps[-1] > timestamps[0] else float(rate)
-    return Film(path=path, size_bytes=path.stat().st_size, container=container,
+    return Film(path=path, size_bytes=size_bytes, container=container,
                 codec=str(stream.get("codec_name", "?")), width=width, height=height,
                 rotation=rotation, fps=float(fps), vfr=vfr, start_offset=start_offset,
                 timestamps=timestamps, frame_duration=frame_duration, reader=reader_kind)
@@ -401,20 +349,19 @@ class FrameReader:
             frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
         return frame
 
-    def stream(self, pix_fmt: str = "rgb24", fast: bool = False) -> Iterator[tuple[int, np.ndarray]]:
-        """Every frame in order, one at a time (``bgr24`` for OpenCV; ``fast`` skips the
-        decoder's loop filter: fine for analysis pictures, not for looking at)."""
-        for frame in scan(self.film, self.size, pix_fmt, fast):
+    def stream(self, pix_fmt: str = "rgb24") -> Iterator[tuple[int, np.ndarray]]:
+        """Every frame in order, one at a time (``bgr24`` for OpenCV)."""
+        for frame in scan(self.film, self.size, pix_fmt):
             yield frame.index, frame.small
 
 
-def scan(film: Film, size: tuple[int, int], pix_fmt: str = "bgr24", fast: bool = False,
+def scan(film: Film, size: tuple[int, int], pix_fmt: str = "bgr24",
          large_size: tuple[int, int] | None = None, large_every: int = 0) -> Iterator[ScanFrame]:
     """One decoding pass: every frame small, and every ``large_every``-th frame also large.
 
     Memory stays at a few frames: ffmpeg waits while the caller works on a frame.
     """
-    source = _FfmpegSource(film, size, pix_fmt, fast, large_size, large_every)
+    source = _FfmpegSource(film, size, pix_fmt, large_size, large_every)
     try:
         yield from source.frames()
     finally:
@@ -444,7 +391,7 @@ class YuvFrame:
         return cv2.cvtColor(self.planes, cv2.COLOR_YUV2RGB_I420)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ScanFrame:
     """One frame of a scan: small (every frame) and, every few frames, large."""
 
@@ -471,9 +418,9 @@ class _FfmpegSource:
     pipe that a thread drains (so neither pipe can stall ffmpeg).
     """
 
-    def __init__(self, film: Film, size: tuple[int, int], pix_fmt: str = "rgb24", fast: bool = False,
+    def __init__(self, film: Film, size: tuple[int, int], pix_fmt: str = "rgb24",
                  large_size: tuple[int, int] | None = None, large_every: int = 0):
-        self.film, self.size, self.pix_fmt, self.fast = film, size, pix_fmt, fast
+        self.film, self.size, self.pix_fmt = film, size, pix_fmt
         self.large_size, self.large_every = (large_size, large_every) if large_size and large_every else (None, 0)
         self.proc = None
         self.next_index = 0
@@ -483,8 +430,7 @@ class _FfmpegSource:
         import ffmpeg
 
         self.close()
-        decoder = {"skip_loop_filter": "all", "flags2": "+fast"} if self.fast else {}
-        video = ffmpeg.input(str(self.film.path), **decoder).video
+        video = ffmpeg.input(str(self.film.path)).video
         out_args = {"format": "rawvideo", "fps_mode": "passthrough"}
         pass_fds: tuple[int, ...] = ()
         if self.large_size is None:
@@ -541,31 +487,33 @@ class _FfmpegSource:
         little later, so small frames wait in ``pending`` (never blocking on a large frame
         while ffmpeg may be waiting for its small output to be read)."""
         self._start()
-        pending: collections.deque[ScanFrame] = collections.deque()
+        pending: collections.deque[tuple[int, np.ndarray]] = collections.deque()
+        large: dict[int, YuvFrame] = {}
         large_next = 0
         count = self.film.frame_count
         while self.next_index < count or pending:
             if self.next_index < count:
                 index = self.next_index
-                pending.append(ScanFrame(index, self._array(self._next()), None))
+                pending.append((index, self._array(self._next())))
             while pending:
-                head = pending[0]
-                if self.large_every and head.index % self.large_every == 0:
+                index, small = pending[0]
+                if self.large_every and index % self.large_every == 0:
                     # Wait only when ffmpeg has surely produced it: the small stream is ahead or done.
                     block = len(pending) > 2 * self.large_every + 8 or self.next_index >= count
-                    while large_next <= head.index:
+                    while large_next <= index:
                         try:
-                            large = self._large.get(block=block)
+                            picture = self._large.get(block=block)
                         except queue.Empty:
                             break
-                        if large is None:
+                        if picture is None:
                             raise self._truncated()
-                        if large_next == head.index:
-                            head.large = large
+                        if large_next == index:
+                            large[index] = picture
                         large_next += self.large_every
-                    if head.large is None:
+                    if index not in large:
                         break
-                yield pending.popleft()
+                pending.popleft()
+                yield ScanFrame(index, small, large.pop(index, None))
 
     def read_sorted(self, order: list[int]) -> list[np.ndarray]:
         if self.proc is None or order[0] < self.next_index:

@@ -1,112 +1,122 @@
-"""Write an annotation as SRT, WebVTT and JSON, atomically.
+"""The annotation document written as SRT, WebVTT, JSON and, on request, the review page
+(HTML), CSV, OpenTimelineIO and audio-description tracks, all or nothing.
 
-Every file is written to a temporary name in the output folder and renamed into place
-only when all of them are complete, so a failure never leaves a half-written output.
+Each format is one function of the JSON document (``annotation.document``), so ``annotate``,
+``batch`` and a re-render from an edited JSON (``movieid report``) share them; text tracks
+follow the subtitle conventions of ``subtitles``. Files are rendered completely, then placed
+together (``files.write_files``): a failure never leaves a half-written output, and without
+``overwrite`` no existing file is replaced, also one that appeared during the run.
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from datetime import timedelta
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .annotation import FilmAnnotation
+from .config import ALL_FORMATS, OutputConfig
 from .errors import MovieIdError
-from .video import format_time
-
-FORMATS = ("srt", "vtt", "json")
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK
+from .files import remove_temp_files, write_files
+from .progress import Progress
+from .subtitles import TrackStyle, render_srt, render_vtt
 
 
-def _srt(annotation: FilmAnnotation) -> str:
-    import srt
-
-    cues = [srt.Subtitle(index=i, start=timedelta(seconds=s.shot.start), end=timedelta(seconds=s.shot.end),
-                         content=s.caption.text)
-            for i, s in enumerate(annotation.shots, 1)]
-    return srt.compose(cues, reindex=False)
-
-
-def _vtt(annotation: FilmAnnotation) -> str:
-    import webvtt
-
-    doc = webvtt.WebVTT()
-    for s in annotation.shots:
-        doc.captions.append(webvtt.Caption(format_time(s.shot.start), format_time(s.shot.end),
-                                           s.caption.text, identifier=f"shot-{s.shot.index}"))
-    return doc.content
+@dataclass(frozen=True)
+class RenderContext:
+    path: Path                         # where the output goes
+    style: TrackStyle = TrackStyle()   # text-track conventions
+    film: Path | None = None           # the annotated film (default: the path the document records)
+    progress: Progress = None
 
 
-def _json(annotation: FilmAnnotation) -> str:
-    return json.dumps(annotation.to_json(), indent=2, ensure_ascii=False) + "\n"
+def render_json(doc: dict) -> str:
+    return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-RENDERERS: dict[str, Callable[[FilmAnnotation], str]] = {"srt": _srt, "vtt": _vtt, "json": _json}
+def _html(doc: dict, ctx: RenderContext) -> str:
+    from .report import render_html
+
+    return render_html(doc, film=ctx.film, base=ctx.path.parent, style=ctx.style, progress=ctx.progress)
+
+
+def _csv(doc: dict, ctx: RenderContext) -> str:
+    from .exports import render_csv
+
+    return render_csv(doc)
+
+
+def _otio(doc: dict, ctx: RenderContext) -> str:
+    from .exports import render_otio
+
+    return render_otio(doc)
+
+
+def _ad_srt(doc: dict, ctx: RenderContext) -> str:
+    from .describe import render_ad_srt
+
+    return render_ad_srt(doc, ctx.style)
+
+
+def _ad_vtt(doc: dict, ctx: RenderContext) -> str:
+    from .describe import render_ad_vtt
+
+    return render_ad_vtt(doc, ctx.style)
+
+
+RENDERERS: dict[str, Callable[[dict, RenderContext], str]] = {
+    "srt": lambda doc, ctx: render_srt(doc, ctx.style),
+    "vtt": lambda doc, ctx: render_vtt(doc, ctx.style),
+    "json": lambda doc, ctx: render_json(doc),
+    "html": _html, "csv": _csv, "otio": _otio, "ad.srt": _ad_srt, "ad.vtt": _ad_vtt,
+}
 
 
 def output_paths(out_dir: Path, stem: str, formats: Sequence[str]) -> dict[str, Path]:
+    """Where each format of a film goes: ``<out_dir>/<stem>.<format>``."""
     return {fmt: Path(out_dir) / f"{stem}.{fmt}" for fmt in formats}
 
 
-def check_outputs(out_dir: Path, stem: str, formats: Sequence[str], overwrite: bool) -> dict[str, Path]:
+def check_outputs(paths: dict[str, Path], overwrite: bool) -> None:
     """Fail before any work if the outputs cannot be written (or exist and may not be replaced)."""
-    out_dir = Path(out_dir)
+    out_dir = next(iter(paths.values())).parent
     if out_dir.exists() and not out_dir.is_dir():
         raise MovieIdError("output path is not a folder", out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".movieid-write-test-", dir=out_dir)
-        os.close(fd)
-        os.unlink(probe)
+        write_files({out_dir / ".movieid-write-test": b""}, replace=True)[0].unlink()
     except OSError as exc:
         raise MovieIdError(f"output folder is not writable ({exc.strerror or exc})", out_dir) from None
-    paths = output_paths(out_dir, stem, formats)
     if not overwrite:
         for path in paths.values():
             if path.exists():
                 raise MovieIdError("output exists (pass --overwrite to replace it)", path)
-    return paths
 
 
-def write_outputs(annotation: FilmAnnotation, paths: dict[str, Path]) -> list[Path]:
-    """Render every format, then move all files into place together."""
-    staged: list[tuple[str, Path]] = []
+def write_outputs(doc: dict, paths: dict[str, Path], overwrite: bool, style: TrackStyle = TrackStyle(),
+                  film: Path | None = None, progress: Progress = None) -> list[Path]:
+    """Render every format, then place all files together."""
+    files = {path: RENDERERS[fmt](doc, RenderContext(path, style, film, progress)).encode("utf-8")
+             for fmt, path in paths.items()}
     try:
-        for fmt, path in paths.items():
-            text = RENDERERS[fmt](annotation)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            staged.append((tmp, path))
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-        for tmp, path in staged:
-            os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600 files
-            os.replace(tmp, path)
-        staged = []
+        return write_files(files, replace=overwrite)
+    except FileExistsError as exc:
+        raise MovieIdError("output exists (pass --overwrite to replace it)", exc.filename) from None
     except OSError as exc:
-        raise MovieIdError(f"cannot write output ({exc.strerror or exc})", paths and next(iter(paths.values())).parent) from None
-    finally:
-        for tmp, _ in staged:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-    return list(paths.values())
+        raise MovieIdError(f"cannot write output ({exc.strerror or exc})", next(iter(paths.values())).parent) from None
+
+
+def write_annotation(doc: dict, paths: dict[str, Path], outputs: OutputConfig, film: Path,
+                     progress: Progress = None) -> list[Path]:
+    """A film's outputs as ``outputs`` asks: with ``ad``, speech in ``film`` is found first and
+    each shot's description placed around it (``describe``), in the JSON and its tracks."""
+    style = TrackStyle(min_duration=outputs.min_duration)
+    if outputs.ad:
+        from .describe import AdOptions, describe_film
+
+        doc = describe_film(doc, film, AdOptions(reading_speed=outputs.reading_speed), style, progress=progress)
+    return write_outputs(doc, paths, outputs.overwrite, style, film=film, progress=progress)
 
 
 def remove_stale_temp_files(folder: Path) -> int:
-    """Delete temporary files a killed run left behind (``.<name>.<random>.tmp`` beside outputs)."""
-    removed = 0
-    for fmt in FORMATS:
-        for path in Path(folder).rglob(f".*.{fmt}.*.tmp"):
-            try:
-                path.unlink()
-                removed += 1
-            except OSError:
-                pass
-    return removed
+    """Delete temporary files a killed run left beside outputs."""
+    return remove_temp_files(folder, [f"*.{fmt}" for fmt in ALL_FORMATS])

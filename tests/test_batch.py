@@ -15,9 +15,10 @@ import pytest
 
 from movieid.batch import BatchOptions, find_jobs, run_batch, status
 from movieid.batch.jobs import looks_like_video
-from movieid.pipeline import AnnotateOptions
+from movieid.config import Config, EngineConfig, FaceConfig, WindowConfig
 
 from .conftest import REPO, run_cli
+from .helpers.processes import descendants, wait_gone
 
 
 def _cut(source, out, start, frames):
@@ -28,13 +29,13 @@ def _cut(source, out, start, frames):
 
 
 @pytest.fixture(scope="module")
-def archive(multishot, tmp_path_factory):
-    """Real films (pieces of the multi-shot film) mixed with files that are not films."""
-    path, _, _ = multishot
+def archive(cardgame, tmp_path_factory):
+    """Real films (pieces of the card-game film) mixed with files that are not films."""
+    path, _, _ = cardgame
     root = tmp_path_factory.mktemp("archive")
-    _cut(path, root / "season1" / "ep1.mp4", 0, 80)           # Obama, then Biden
-    _cut(path, root / "season2" / "ep1.mp4", 208, 45)         # same name, other folder: Biden and Obama
-    _cut(path, root / "season2" / "clip", 133, 40)            # no extension: found by content
+    _cut(path, root / "season1" / "ep1.mp4", 0, 90)           # Rachel, then Ross and Chandler
+    _cut(path, root / "season2" / "ep1.mp4", 173, 40)         # same name, other folder: Joey
+    _cut(path, root / "season2" / "clip", 90, 40)             # no extension: found by content
     (root / "extras").mkdir()
     (root / "extras" / "notes.txt").write_text("not a film")
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=duration=1",
@@ -44,9 +45,12 @@ def archive(multishot, tmp_path_factory):
     return root
 
 
-def options(tmp_path, **kw) -> BatchOptions:
-    annotate = AnnotateOptions(face_backend="dlib", workers=1, cache_dir=str(tmp_path / "cache"))
-    return BatchOptions(annotate=annotate, **kw)
+def config(tmp_path, workers=1, **sections) -> Config:
+    return Config(faces=FaceConfig(backend="dlib"), workers=workers, cache_dir=str(tmp_path / "cache"), **sections)
+
+
+def options(tmp_path, workers=1, **kw) -> BatchOptions:
+    return BatchOptions(config=config(tmp_path, workers), **kw)
 
 
 def load(out, key):
@@ -55,8 +59,8 @@ def load(out, key):
     return doc
 
 
-def test_films_are_found_by_content_and_outputs_mirror_the_layout(archive, tmp_path, cast_dir):
-    jobs = find_jobs(archive, tmp_path / "out", cast_dir)
+def test_films_are_found_by_content_and_outputs_mirror_the_layout(archive, tmp_path, package_cast):
+    jobs = find_jobs(archive, tmp_path / "out", package_cast)
     assert [j.key for j in jobs] == ["season1/ep1.mp4", "season2/clip", "season2/ep1.mp4"]
     assert {j.output_dir.relative_to(tmp_path / "out").as_posix() for j in jobs} == {"season1", "season2"}
     assert looks_like_video((archive / "season2" / "clip").read_bytes()[:64])
@@ -72,7 +76,8 @@ def test_same_stem_in_one_folder_gets_full_names(tmp_path, archive):
     assert sorted(j.stem for j in find_jobs(folder, tmp_path / "out", None)) == ["a.mkv", "a.mp4"]
 
 
-def test_batch_resumes_redoes_changes_and_isolates_failures(archive, tmp_path, cast_dir):
+def test_batch_resumes_redoes_changes_and_isolates_failures(archive, tmp_path, package_cast):
+    cast_dir = package_cast
     src = tmp_path / "src"
     shutil.copytree(archive, src)
     broken = src / "season2" / "broken.mp4"
@@ -80,53 +85,51 @@ def test_batch_resumes_redoes_changes_and_isolates_failures(archive, tmp_path, c
     broken.write_bytes(data[: len(data) // 3])
     out = tmp_path / "out"
 
-    first = run_batch(src, out, cast_dir, options(tmp_path), progress=False)
+    first = run_batch(src, out, cast_dir, options(tmp_path))
     assert (first.done, first.failed, first.skipped) == (3, 1, 0) and not first.ok
     assert first.failures[0][0] == "season2/broken.mp4" and "broken.mp4" in first.failures[0][1]
     season1 = load(out, "season1/ep1.json")
-    assert [s["names"] for s in season1["shots"]] == [["Barack Obama"], ["Joe Biden"]]
-    assert [s["names"] for s in load(out, "season2/ep1.json")["shots"]] == [["Joe Biden", "Barack Obama"]]
+    assert [s["names"] for s in season1["shots"]] == [["Rachel"], ["Ross", "Chandler"]]
+    assert [s["names"] for s in load(out, "season2/ep1.json")["shots"]] == [["Joey"]]
     assert not (out / "season2" / "broken.srt").exists()
 
-    again = run_batch(src, out, cast_dir, options(tmp_path), progress=False)
+    again = run_batch(src, out, cast_dir, options(tmp_path))
     assert (again.done, again.skipped, again.failed, again.failed_before) == (0, 3, 0, 1)
 
     shutil.copy(src / "season2" / "ep1.mp4", src / "season1" / "ep1.mp4")   # the film changed
-    changed = run_batch(src, out, cast_dir, options(tmp_path), progress=False)
+    changed = run_batch(src, out, cast_dir, options(tmp_path))
     assert (changed.done, changed.skipped) == (1, 2)
-    assert [s["names"] for s in load(out, "season1/ep1.json")["shots"]] == [["Joe Biden", "Barack Obama"]]
+    assert [s["names"] for s in load(out, "season1/ep1.json")["shots"]] == [["Joey"]]
 
     broken.unlink()
-    retried = run_batch(src, out, cast_dir, options(tmp_path, retry_failed=True), progress=False)
+    retried = run_batch(src, out, cast_dir, options(tmp_path, retry_failed=True))
     assert retried.ok and retried.skipped == 3
     states = {e.key: e.state for e in status(out)}
     assert states == {"season1/ep1.mp4": "done", "season2/clip": "done", "season2/ep1.mp4": "done",
                       "season2/broken.mp4": "gone"}
 
-    other = options(tmp_path)
-    other = BatchOptions(annotate=AnnotateOptions(face_backend="dlib", workers=1, max_images=4,
-                                                  cache_dir=str(tmp_path / "cache")))
-    assert run_batch(src, out, cast_dir, other, progress=False).done == 3   # new settings: all redone
+    other = BatchOptions(config=config(tmp_path, windows=WindowConfig(max_images=4)))
+    assert run_batch(src, out, cast_dir, other).done == 3   # new settings: all redone
 
 
-def test_manifests_give_each_film_its_cast_and_title(archive, tmp_path, faces_dir):
-    small_cast = tmp_path / "cast_biden"
-    shutil.copytree(faces_dir / "cast" / "Joe Biden", small_cast / "Joe Biden")
+def test_manifests_give_each_film_its_cast_and_title(archive, tmp_path, package_cast):
+    small_cast = tmp_path / "cast_rachel"
+    shutil.copytree(package_cast / "Rachel", small_cast / "Rachel")
     manifest = tmp_path / "films.csv"
     manifest.write_text(f"film,cast,title\n{archive / 'season1' / 'ep1.mp4'},{small_cast},Pilot\n"
                         f"{archive / 'season2' / 'ep1.mp4'},,\n")
     out = tmp_path / "out"
-    summary = run_batch(manifest, out, faces_dir / "cast", options(tmp_path), progress=False)
+    summary = run_batch(manifest, out, package_cast, options(tmp_path))
     assert summary.ok and summary.done == 2
     pilot = load(out, "season1/ep1.json")
-    assert pilot["film"]["title"] == "Pilot" and [m["name"] for m in pilot["cast"]["members"]] == ["Joe Biden"]
-    assert [s["names"] for s in pilot["shots"]][1] == ["Joe Biden"]
-    assert "Barack Obama" not in json.dumps(pilot["shots"])
-    assert len(load(out, "season2/ep1.json")["cast"]["members"]) == 4   # the default cast
+    assert pilot["film"]["title"] == "Pilot" and [m["name"] for m in pilot["cast"]["members"]] == ["Rachel"]
+    assert [s["names"] for s in pilot["shots"]][0] == ["Rachel"]
+    assert "Ross" not in json.dumps(pilot["shots"])
+    assert len(load(out, "season2/ep1.json")["cast"]["members"]) == 6   # the default cast
 
     jsonl = tmp_path / "films.jsonl"
     jsonl.write_text(json.dumps({"film": str(archive / "season2" / "clip"), "title": "Clip"}) + "\n")
-    assert run_batch(jsonl, tmp_path / "out2", None, options(tmp_path), progress=False).done == 1
+    assert run_batch(jsonl, tmp_path / "out2", None, options(tmp_path)).done == 1
 
     bad = tmp_path / "bad.csv"
     bad.write_text("path,who\nx.mp4,y\n")
@@ -134,10 +137,11 @@ def test_manifests_give_each_film_its_cast_and_title(archive, tmp_path, faces_di
     assert proc.returncode == 1 and "'film' column" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_worker_processes_give_the_serial_results(archive, tmp_path, cast_dir):
+def test_worker_processes_give_the_serial_results(archive, tmp_path, package_cast):
+    cast_dir = package_cast
     serial, parallel = tmp_path / "serial", tmp_path / "parallel"
-    run_batch(archive, serial, cast_dir, options(tmp_path), progress=False)
-    summary = run_batch(archive, parallel, cast_dir, options(tmp_path, workers=2), progress=False)
+    run_batch(archive, serial, cast_dir, options(tmp_path))
+    summary = run_batch(archive, parallel, cast_dir, options(tmp_path, workers=2))
     assert summary.ok and summary.done == 3
     for key in ("season1/ep1.json", "season2/ep1.json", "season2/clip.json"):
         a, b = load(serial, key), load(parallel, key)
@@ -145,11 +149,12 @@ def test_worker_processes_give_the_serial_results(archive, tmp_path, cast_dir):
         assert a == b, key
 
 
-def test_ray_gives_the_serial_results(archive, tmp_path, cast_dir):
+def test_ray_gives_the_serial_results(archive, tmp_path, package_cast):
+    cast_dir = package_cast
     pytest.importorskip("ray", reason="Ray is an optional extra (pip install -e '.[ray]')")
     serial, distributed = tmp_path / "serial", tmp_path / "ray"
-    run_batch(archive, serial, cast_dir, options(tmp_path), progress=False)
-    summary = run_batch(archive, distributed, cast_dir, options(tmp_path, workers=2, ray="local"), progress=False)
+    run_batch(archive, serial, cast_dir, options(tmp_path))
+    summary = run_batch(archive, distributed, cast_dir, options(tmp_path, workers=2, ray="local"))
     assert summary.ok and summary.done == 3
     for key in ("season1/ep1.json", "season2/ep1.json", "season2/clip.json"):
         a, b = load(serial, key), load(distributed, key)
@@ -157,7 +162,8 @@ def test_ray_gives_the_serial_results(archive, tmp_path, cast_dir):
         assert a == b, key
 
 
-def test_killing_the_batch_loses_only_the_film_in_flight(archive, tmp_path, cast_dir):
+def test_killing_the_batch_loses_only_the_film_in_flight(archive, tmp_path, package_cast):
+    cast_dir = package_cast
     src = tmp_path / "src"
     for k in range(4):
         (src / f"part{k}").mkdir(parents=True)
@@ -169,14 +175,23 @@ def test_killing_the_batch_loses_only_the_film_in_flight(archive, tmp_path, cast
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     journal = out / ".movieid-batch.sqlite"
     deadline = time.time() + 300
-    while time.time() < deadline:
-        if journal.exists():
-            with sqlite3.connect(journal) as db:
-                if db.execute("SELECT count(*) FROM films WHERE state='done'").fetchone()[0] >= 1:
-                    break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    children: set[int] = set()
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            children |= descendants(proc.pid)
+            try:
+                with sqlite3.connect(journal) as db:
+                    if db.execute("SELECT count(*) FROM films WHERE state='done'").fetchone()[0] >= 1:
+                        break
+            except sqlite3.Error:          # not created yet
+                pass
+            time.sleep(0.05)
+        children |= descendants(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert children, "the batch started no worker processes"
+    assert not wait_gone(children), "worker processes outlived the killed batch"
     with sqlite3.connect(journal) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         states = dict(db.execute("SELECT key, state FROM films").fetchall())
@@ -186,14 +201,15 @@ def test_killing_the_batch_loses_only_the_film_in_flight(archive, tmp_path, cast
         folder = out / key.rsplit("/", 1)[0]
         assert json.loads((folder / "film.json").read_text())["shots"]
         assert (folder / "film.srt").read_text().strip()
-    resumed = run_batch(src, out, cast_dir, options(tmp_path), progress=False)
+    resumed = run_batch(src, out, cast_dir, options(tmp_path))
     assert resumed.ok and resumed.skipped == len(done) and resumed.done == 4 - len(done)
     assert not list(out.rglob("*.tmp"))
 
 
-def test_batch_status_and_ray_without_ray(archive, tmp_path, cast_dir):
+def test_batch_status_and_ray_without_ray(archive, tmp_path, package_cast):
+    cast_dir = package_cast
     out = tmp_path / "out"
-    run_batch(archive, out, cast_dir, options(tmp_path), progress=False)
+    run_batch(archive, out, cast_dir, options(tmp_path))
     proc = run_cli("batch-status", out)
     assert proc.returncode == 0 and proc.stdout.count("done") == 3
     assert "3 done, 0 failed" in proc.stderr
@@ -208,7 +224,8 @@ def test_batch_status_and_ray_without_ray(archive, tmp_path, cast_dir):
     assert proc.returncode == 1 and "pip install" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_ray_captions_on_gpu_actors_with_the_vlm_engine(archive, tmp_path, cast_dir):
+def test_ray_captions_on_gpu_actors_with_the_vlm_engine(archive, tmp_path, package_cast):
+    cast_dir = package_cast
     """Ray schedules by declared resources, so two logical GPUs on this CPU machine exercise the
     GPU-actor path (one captioning actor per GPU, the tiny model on the CPU)."""
     ray = pytest.importorskip("ray", reason="Ray is an optional extra (pip install -e '.[ray]')")
@@ -216,14 +233,13 @@ def test_ray_captions_on_gpu_actors_with_the_vlm_engine(archive, tmp_path, cast_
     from tests.helpers.tiny_ida_vlm import build_tiny_checkpoint
 
     model = build_tiny_checkpoint(tmp_path / "model-base")
-    annotate = AnnotateOptions(face_backend="dlib", workers=1, cache_dir=str(tmp_path / "cache"), engine="ida-vlm",
-                               engine_options={"model": str(model), "device": "cpu", "max_new_tokens": 6})
-    serial = run_batch(archive, tmp_path / "serial", cast_dir, BatchOptions(annotate=annotate), progress=False)
+    vlm = config(tmp_path, engine=EngineConfig(name="ida-vlm", model=str(model), device="cpu", max_new_tokens=6))
+    serial = run_batch(archive, tmp_path / "serial", cast_dir, BatchOptions(config=vlm))
     ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     try:
         assert int(ray.cluster_resources()["GPU"]) == 2
         distributed = run_batch(archive, tmp_path / "ray", cast_dir,
-                                BatchOptions(annotate=annotate, ray="auto", workers=2), progress=False)
+                                BatchOptions(config=vlm.replace(workers=2), ray="auto"))
     finally:
         ray.shutdown()
     assert serial.ok and distributed.ok and distributed.done == 3

@@ -11,20 +11,21 @@ from movieid.cast import discover, load_cast
 from movieid.errors import MovieIdError
 from movieid.faces.dlib_backend import DlibBackend
 
+from .conftest import pair_photo
+
 
 @pytest.fixture(scope="module")
 def backend():
     return DlibBackend()
 
 
-def _photo(faces_dir, name):
-    cast = faces_dir / "cast" / name
-    return next(p for p in sorted(cast.iterdir()) if p.is_file())
+def _photo(cast_dir, name):
+    return next(p for p in sorted((cast_dir / name).iterdir()) if p.is_file())
 
 
-def test_folder_per_person(cast_dir, backend, tmp_path):
-    cast = load_cast(cast_dir, backend, cache_dir=tmp_path)
-    assert cast.names == ["Barack Obama", "Joe Biden", "Kit Harington", "Rose Leslie"]
+def test_folder_per_person(package_cast, backend, tmp_path):
+    cast = load_cast(package_cast, backend, cache_dir=tmp_path)
+    assert cast.names == ["Chandler", "Eileen Collins", "Joey", "Phoebe", "Rachel", "Ross"]
     for member in cast.members:
         assert len(member.photos) == 1
         emb = member.photos[0].embedding
@@ -32,21 +33,21 @@ def test_folder_per_person(cast_dir, backend, tmp_path):
         assert member.photos[0].box.size > 80
 
 
-def test_loose_photos_are_named_after_the_file(faces_dir, tmp_path):
+def test_loose_photos_are_named_after_the_file(package_cast, tmp_path):
     root = tmp_path / "cast"
     root.mkdir()
-    shutil.copy(_photo(faces_dir, "Rose Leslie"), root / "Rose_Leslie.jpg")
+    shutil.copy(_photo(package_cast, "Eileen Collins"), root / "Eileen_Collins.jpg")
     (root / "notes.txt").write_text("not a photo: ignored")
     entries = discover(root)
-    assert [(e.name, len(e.images)) for e in entries] == [("Rose Leslie", 1)]
+    assert [(e.name, len(e.images)) for e in entries] == [("Eileen Collins", 1)]
 
 
 @pytest.mark.parametrize("fmt", ["yaml", "json"])
-def test_manifest_gives_names_aliases_and_photos(faces_dir, backend, tmp_path, fmt):
+def test_manifest_gives_names_aliases_and_photos(package_cast, backend, tmp_path, fmt):
     root = tmp_path / "cast"
     root.mkdir()
-    members = [{"name": "Jon Snow", "aliases": ["Kit"], "images": [str(_photo(faces_dir, "Kit Harington"))]},
-               {"name": "Ygritte", "images": [str(_photo(faces_dir, "Rose Leslie"))]}]
+    members = [{"name": "Jon Snow", "aliases": ["Kit"], "images": [str(_photo(package_cast, "Ross"))]},
+               {"name": "Ygritte", "images": [str(_photo(package_cast, "Rachel"))]}]
     if fmt == "yaml":
         import yaml
         (root / "cast.yaml").write_text(yaml.safe_dump({"members": members}))
@@ -83,35 +84,35 @@ def test_a_file_that_is_not_an_image(backend, tmp_path):
     assert "photo.jpg" in str(err.value) and "not an image" in str(err.value)
 
 
-@pytest.mark.parametrize("probe, problem", [("kit_with_rose.jpg", "2 faces found"),
-                                            ("@blank", "no face found")])
-def test_photos_without_exactly_one_face(faces_dir, backend, tmp_path, probe, problem):
+@pytest.mark.parametrize("probe, problem", [("@pair", "2 faces found"), ("@blank", "no face found")])
+def test_photos_without_exactly_one_face(package_photos, backend, tmp_path, probe, problem):
     person = tmp_path / "cast" / "Somebody"
     person.mkdir(parents=True)
     if probe == "@blank":
         from PIL import Image
         Image.new("RGB", (300, 300), (90, 120, 150)).save(person / "photo.jpg")
     else:
-        shutil.copy(faces_dir / "probes" / probe, person / "photo.jpg")
+        pair_photo(package_photos, person / "photo.jpg")
     with pytest.raises(MovieIdError) as err:
         load_cast(tmp_path / "cast", backend, cache_dir=tmp_path / "cache")
     assert problem in str(err.value) and "photo.jpg" in str(err.value)
 
 
-def test_not_strict_skips_bad_photos_with_a_warning(faces_dir, backend, tmp_path, caplog):
+def test_not_strict_skips_bad_photos_with_a_warning(package_cast, package_photos, backend, tmp_path, caplog):
     root = tmp_path / "cast"
-    (root / "Rose Leslie").mkdir(parents=True)
+    (root / "Rachel").mkdir(parents=True)
     (root / "Two People").mkdir()
-    shutil.copy(_photo(faces_dir, "Rose Leslie"), root / "Rose Leslie" / "a.jpg")
-    shutil.copy(faces_dir / "probes" / "kit_with_rose.jpg", root / "Two People" / "b.jpg")
+    shutil.copy(_photo(package_cast, "Rachel"), root / "Rachel" / "a.jpg")
+    pair_photo(package_photos, root / "Two People" / "b.jpg")
     cast = load_cast(root, backend, strict=False, cache_dir=tmp_path / "cache")
-    assert cast.names == ["Rose Leslie"]
+    assert cast.names == ["Rachel"]
     assert "b.jpg" in caplog.text and "Two People" in caplog.text
 
 
-def test_embeddings_are_cached_by_content(cast_dir, backend, tmp_path, monkeypatch):
+def test_embeddings_are_cached_by_content(package_cast, backend, tmp_path, monkeypatch):
+    cast_dir = package_cast
     first = load_cast(cast_dir, backend, cache_dir=tmp_path)
-    assert len(list((tmp_path / "faces").rglob("*.npz"))) == 4
+    assert len(list((tmp_path / "faces").rglob("*.npz"))) == 6
 
     def no_detection(*args, **kwargs):
         raise AssertionError("the cache should have answered")

@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
 
-from .conftest import lavfi_film, run_cli
+from .conftest import lavfi_film, pair_photo, run_cli
 
 
 @pytest.fixture(scope="module")
-def short_film(multishot, films):
-    """The first three shots of the multi-shot film (fast to annotate)."""
-    path, _, _ = multishot
+def short_film(cardgame, films):
+    """The first three shots of the card-game film (fast to annotate)."""
+    path, _, _ = cardgame
     out = films / "short.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(path), "-frames:v", "130", "-c", "copy", str(out)],
                    check=True)
@@ -38,16 +37,17 @@ def assert_one_line_error(proc, *needles, code=1):
         assert str(needle) in lines[0], (needle, lines[0])
 
 
-def test_annotate_writes_three_files_and_refuses_to_overwrite(short_film, cast_dir, tmp_path):
+def test_annotate_writes_three_files_and_refuses_to_overwrite(short_film, package_cast, tmp_path):
+    cast_dir = package_cast
     out = tmp_path / "out"
     proc = run_cli("annotate", short_film, "--cast", cast_dir, "-o", out, "--face-backend", "dlib",
                    env=env_with_cache(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["short.json", "short.srt", "short.vtt"]
     doc = json.loads((out / "short.json").read_text())
-    assert [s["names"] for s in doc["shots"]] == [["Barack Obama"], ["Joe Biden"], ["Barack Obama", "Joe Biden"]]
-    assert "Barack Obama (left) and Joe Biden (right)" in (out / "short.srt").read_text()
-    assert "cast on screen: Barack Obama, Joe Biden" in proc.stdout
+    assert [s["names"] for s in doc["shots"]] == [["Rachel"], ["Ross", "Chandler"], ["Eileen Collins"]]
+    assert "Ross (left) and Chandler (right)" in (out / "short.srt").read_text()
+    assert "cast on screen: Chandler, Eileen Collins, Rachel, Ross" in proc.stdout
 
     again = run_cli("annotate", short_film, "--cast", cast_dir, "-o", out, env=env_with_cache(tmp_path))
     assert_one_line_error(again, out / "short.srt", "--overwrite")
@@ -61,19 +61,19 @@ def test_shots_command_table_and_json(short_film):
     assert table.returncode == 0
     assert len(table.stdout.strip().splitlines()) == 4          # header + 3 shots
     doc = json.loads(run_cli("shots", short_film, "--json", "-q").stdout)
-    assert [s["start_frame"] for s in doc["shots"]] == [0, 40, 80]
+    assert [s["start_frame"] for s in doc["shots"]] == [0, 40, 90]
     assert doc["film"]["frame_count"] == 130
 
 
-def test_cast_check_reports_each_photo(cast_dir, faces_dir, tmp_path):
-    proc = run_cli("cast", "check", cast_dir, "--face-backend", "dlib", "--json", env=env_with_cache(tmp_path))
+def test_cast_check_reports_each_photo(package_cast, package_photos, tmp_path):
+    proc = run_cli("cast", "check", package_cast, "--face-backend", "dlib", "--json", env=env_with_cache(tmp_path))
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)["photos"]
     assert [(r["name"], r["faces"], r["status"]) for r in rows] == [
-        (n, 1, "ok") for n in ("Barack Obama", "Joe Biden", "Kit Harington", "Rose Leslie")]
+        (n, 1, "ok") for n in ("Chandler", "Eileen Collins", "Joey", "Phoebe", "Rachel", "Ross")]
     bad = tmp_path / "bad_cast" / "Pair"
     bad.mkdir(parents=True)
-    shutil.copy(faces_dir / "probes" / "two_people.jpg", bad / "pair.jpg")
+    pair_photo(package_photos, bad / "pair.jpg")
     proc = run_cli("cast", "check", tmp_path / "bad_cast", "--face-backend", "dlib", env=env_with_cache(tmp_path))
     assert proc.returncode == 1 and "2 faces found" in proc.stdout
 
@@ -114,15 +114,15 @@ def _no_video_stream(tmp_path):
     (_zero_bytes, "empty (0 bytes)"),
     (_no_video_stream, "has no video stream"),
 ], ids=["missing", "not-a-video", "truncated", "zero-bytes", "no-video-stream"])
-def test_bad_film(tmp_path, cast_dir, make, problem):
+def test_bad_film(tmp_path, package_cast, make, problem):
     film = make(tmp_path)
     out = tmp_path / "out"
-    proc = run_cli("annotate", film, "--cast", cast_dir, "-o", out, env=env_with_cache(tmp_path))
+    proc = run_cli("annotate", film, "--cast", package_cast, "-o", out, env=env_with_cache(tmp_path))
     assert_one_line_error(proc, film, problem)
     assert not out.exists() or not any(out.iterdir())
 
 
-def _cast_with(tmp_path, faces_dir, photo):
+def _cast_with(tmp_path, package_photos, photo):
     person = tmp_path / "cast" / "Someone"
     person.mkdir(parents=True)
     if photo == "@text":
@@ -131,15 +131,15 @@ def _cast_with(tmp_path, faces_dir, photo):
         from PIL import Image
         Image.new("RGB", (400, 300), (120, 90, 60)).save(person / "photo.jpg")
     else:
-        shutil.copy(faces_dir / "probes" / photo, person / "photo.jpg")
+        pair_photo(package_photos, person / "photo.jpg")
     return tmp_path / "cast", person / "photo.jpg"
 
 
 @pytest.mark.parametrize("photo, problem", [("@text", "not an image"), ("@blank", "no face found"),
-                                            ("two_people.jpg", "2 faces found")],
+                                            ("@pair", "2 faces found")],
                          ids=["not-an-image", "no-face", "two-faces"])
-def test_bad_cast_photo(short_film, faces_dir, tmp_path, photo, problem):
-    cast, bad = _cast_with(tmp_path, faces_dir, photo)
+def test_bad_cast_photo(short_film, package_photos, tmp_path, photo, problem):
+    cast, bad = _cast_with(tmp_path, package_photos, photo)
     out = tmp_path / "out"
     proc = run_cli("annotate", short_film, "--cast", cast, "-o", out, "--face-backend", "dlib",
                    env=env_with_cache(tmp_path))
@@ -154,14 +154,14 @@ def test_empty_cast_folder(short_film, tmp_path):
     assert_one_line_error(proc, tmp_path / "cast", "no people")
 
 
-def test_output_folder_not_writable(short_film, cast_dir, tmp_path):
+def test_output_folder_not_writable(short_film, package_cast, tmp_path):
     if os.geteuid() == 0:
         target = "/sys"                       # root writes anywhere else; sysfs refuses new files
     else:
         target = tmp_path / "locked"
         target.mkdir()
         target.chmod(0o500)
-    proc = run_cli("annotate", short_film, "--cast", cast_dir, "-o", target, env=env_with_cache(tmp_path))
+    proc = run_cli("annotate", short_film, "--cast", package_cast, "-o", target, env=env_with_cache(tmp_path))
     assert_one_line_error(proc, target, "not writable")
 
 

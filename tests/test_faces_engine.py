@@ -4,13 +4,12 @@ from __future__ import annotations
 import numpy as np
 
 from movieid.engines.faces import NOBODY, describe
-from movieid.faces.base import Box
-from movieid.identity import Person, Sighting
+from movieid.records import Appearance, Box, Face, Track
 
 
 def person(name=None, label=None, x=100.0):
-    s = Sighting(0, 0.0, Box(x, 10, x + 50, 60), 1.0, np.ones(4) / 2)
-    return Person([s], name=name, label=label)
+    track = Track((Face(0, 0.0, Box(x, 10, x + 50, 60), 1.0, np.ones(4) / 2),))
+    return Appearance(track, name, label, 0.95, (0.95,), np.zeros(0))
 
 
 def test_two_cast_members_with_positions():

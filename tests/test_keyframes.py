@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from movieid import keyframes
-from movieid.shots import FrameStats, Shot
+from movieid.keyframes import FrameStats
+from movieid.records import Shot
 
 
 def _stats(n, sharp=None, bright=128.0):

@@ -1,6 +1,10 @@
-"""The whole pipeline on the insightface backend: a tiny pack in the published layout, picked
-by ``--face-backend auto`` because it is there, on a real film of coloured "faces" (the tiny
-detector boxes bright 96 px squares; the tiny recogniser tells colours apart)."""
+"""The whole pipeline wired to the insightface backend: a tiny pack in the published layout,
+picked by ``--face-backend auto`` because it is there, on a real film of coloured squares.
+
+The pack is a fake made for wiring only: its "detector" boxes bright 96 px squares and its
+"recogniser" maps colours to vectors. It checks that frames, boxes and embeddings flow
+through insightface's own model classes into the JSON; nothing here says anything about how
+well real insightface models recognise people, so nothing is asserted about identity."""
 from __future__ import annotations
 
 import json
@@ -56,7 +60,6 @@ def test_auto_uses_the_insightface_pack_end_to_end(colour_film, tmp_path):
     doc = json.loads((tmp_path / "colours.json").read_text())
     assert doc["settings"]["face_backend_used"] == "insightface"
     assert doc["cast"]["face_model"].startswith("insightface-buffalo_l-")
-    assert [s["names"] for s in doc["shots"]] == [["Red"], ["Blue", "Red"], ["Unknown 1"], ["Blue", "Unknown 1"]]
-    assert doc["shots"][1]["caption"] == "Blue (left) and Red (right)"
+    assert [len({f["box"][0] for f in s["faces"]}) for s in doc["shots"]] == [1, 2, 1, 2]   # one per square
     box = doc["shots"][0]["faces"][0]["box"]
     assert box == pytest.approx([112, 144, 208, 240], abs=2)

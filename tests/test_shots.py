@@ -3,27 +3,33 @@ from __future__ import annotations
 
 import pytest
 
-from movieid.shots import FrameStats, ShotOptions, detect_shots
+from movieid.config import ShotConfig
+from movieid.keyframes import FrameStats
+from movieid.scan import scan_film
 from movieid.video import probe
 
-from .conftest import MULTISHOT_MAX_SHOT_LEN
+from .conftest import CARDGAME_MAX_SHOT_LEN
+
+
+def detect_shots(film, config, stats=None):
+    return [s.shot for s in scan_film(film, config, frames_per_shot=3, stats=stats)]
 
 
 @pytest.mark.parametrize("detector", ["adaptive", "content"])
-def test_every_cut_is_found_on_its_frame(multishot, detector):
-    path, spec, _ = multishot
+def test_every_cut_is_found_on_its_frame(cardgame, detector):
+    path, spec, _ = cardgame
     film = probe(path)
-    shots = detect_shots(film, ShotOptions(detector=detector, max_shot_len=0))
+    shots = detect_shots(film, ShotConfig(detector=detector, max_shot_len=0))
     assert [s.start_frame for s in shots] == spec.cut_frames()
     assert shots[-1].end_frame == film.frame_count == sum(s.frames for s in spec.shots)
     flash = shots[3]
     assert flash.frame_count == 3            # a 3-frame flash cut is still a shot
 
 
-def test_shots_tile_the_film_and_carry_presentation_times(multishot):
-    path, _, _ = multishot
+def test_shots_tile_the_film_and_carry_presentation_times(cardgame):
+    path, _, _ = cardgame
     film = probe(path)
-    shots = detect_shots(film, ShotOptions())
+    shots = detect_shots(film, ShotConfig())
     for a, b in zip(shots, shots[1:]):
         assert a.end_frame == b.start_frame and a.end == pytest.approx(b.start)
     assert shots[0].start == 0.0
@@ -31,30 +37,30 @@ def test_shots_tile_the_film_and_carry_presentation_times(multishot):
     assert shots[5].start == pytest.approx(shots[5].start_frame / 25, abs=1e-4)
 
 
-def test_long_shots_are_split_into_equal_parts(multishot):
-    path, spec, expected = multishot
+def test_long_shots_are_split_into_equal_parts(cardgame):
+    path, spec, expected = cardgame
     film = probe(path)
-    shots = detect_shots(film, ShotOptions(max_shot_len=MULTISHOT_MAX_SHOT_LEN))
+    shots = detect_shots(film, ShotConfig(max_shot_len=CARDGAME_MAX_SHOT_LEN))
     assert len(shots) == len(expected)
     last, before = shots[-1], shots[-2]
     assert (before.part, before.parts, last.part, last.parts) == (1, 2, 2, 2)
     assert before.cut == last.cut == len(spec.shots) - 1
     assert before.duration == pytest.approx(last.duration, abs=0.05)
-    assert all(s.duration <= MULTISHOT_MAX_SHOT_LEN + 1e-6 for s in shots)
+    assert all(s.duration <= CARDGAME_MAX_SHOT_LEN + 1e-6 for s in shots)
     assert [s.index for s in shots] == list(range(len(shots)))
 
 
-def test_min_shot_len_merges_flash_cuts(multishot):
-    path, spec, _ = multishot
+def test_min_shot_len_merges_flash_cuts(cardgame):
+    path, spec, _ = cardgame
     film = probe(path)
-    shots = detect_shots(film, ShotOptions(min_shot_len=0.5, max_shot_len=0))
+    shots = detect_shots(film, ShotConfig(min_shot_len=0.5, max_shot_len=0))
     assert len(shots) < len(spec.shots)
     assert all(s.frame_count >= 12 for s in shots[:-1])
 
 
-def test_frame_stats_cover_every_frame(multishot):
-    path, _, _ = multishot
+def test_frame_stats_cover_every_frame(cardgame):
+    path, _, _ = cardgame
     film = probe(path)
     stats = FrameStats(film.frame_count)
-    detect_shots(film, ShotOptions(), stats)
+    detect_shots(film, ShotConfig(), stats)
     assert (stats.sharpness > 0).all() and (stats.brightness > 0).all()

@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from movieid.errors import MovieIdError
+from .errors import IdaVlmError
 
 IMAGE_TOKENS = 256  # resampler queries per image (a 16x16 grid); fixed in Qwen-VL, not in config.json
 
@@ -72,7 +72,7 @@ class IdaVlmConfig:
         missing = [k for k in _LM_KEYS if k not in raw] + [
             f"visual.{k}" for k in _VISUAL_KEYS if k not in raw.get("visual", {})]
         if missing:
-            raise MovieIdError(f"config is missing keys: {', '.join(missing)}", source)
+            raise IdaVlmError(f"config is missing keys: {', '.join(missing)}", source)
         visual = VisionConfig(**{k: raw["visual"][k] for k in _VISUAL_KEYS})
         config = cls(**{k: raw[k] for k in _LM_KEYS if k != "visual"}, visual=visual)
         config._validate(source)
@@ -83,7 +83,7 @@ class IdaVlmConfig:
         try:
             raw = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as error:
-            raise MovieIdError(f"cannot read config: {error}", path) from error
+            raise IdaVlmError(f"cannot read config: {error}", path) from error
         return cls.from_dict(raw, path)
 
     def _validate(self, source) -> None:
@@ -99,4 +99,4 @@ class IdaVlmConfig:
         if self.visual.image_size % self.visual.patch_size:
             problems.append("visual.image_size is not a multiple of visual.patch_size")
         if problems:
-            raise MovieIdError(f"unsupported config: {'; '.join(problems)}", source)
+            raise IdaVlmError(f"unsupported config: {'; '.join(problems)}", source)

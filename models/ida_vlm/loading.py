@@ -12,7 +12,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from movieid.errors import MovieIdError
+from .errors import IdaVlmError
 
 from .generation import GenerationDefaults
 
@@ -28,14 +28,14 @@ def resolve_checkpoint(path_or_id: str | Path, variant: str) -> Path:
     """The folder holding ``config.json`` for ``variant``: the folder itself, ``weights/model-<variant>``
     below a repo root, or that folder of a hub repo (downloaded with huggingface_hub)."""
     if variant not in VARIANT_FOLDERS:
-        raise MovieIdError(f"unknown variant {variant!r} (use 'base' or 'idf')")
+        raise IdaVlmError(f"unknown variant {variant!r} (use 'base' or 'idf')")
     path = Path(path_or_id).expanduser()
     if not path.exists() and _HUB_ID.fullmatch(str(path_or_id)):
         path = _download(str(path_or_id), variant)
     for folder in (path, path / VARIANT_FOLDERS[variant]):
         if (folder / "config.json").is_file():
             return folder
-    raise MovieIdError(
+    raise IdaVlmError(
         f"not an IDA-VLM checkpoint: expected config.json in it or in {VARIANT_FOLDERS[variant]}/", path)
 
 
@@ -44,13 +44,13 @@ def _download(repo_id: str, variant: str) -> Path:
     try:
         import huggingface_hub
     except ImportError as error:
-        raise MovieIdError(f"{repo_id} is not a local folder and huggingface_hub is not installed "
+        raise IdaVlmError(f"{repo_id} is not a local folder and huggingface_hub is not installed "
                            "(pip install huggingface_hub)") from error
     try:
         return Path(huggingface_hub.snapshot_download(repo_id, allow_patterns=[f"{folder}/*"]))
     except Exception as error:  # offline, unreachable, unknown repo: all end the same way for the user
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise MovieIdError(
+        raise IdaVlmError(
             f"cannot download {folder} of hub repo {repo_id} ({reason}); where internet exists run "
             f"`huggingface-cli download {repo_id} --include '{folder}/*' --local-dir DIR` and pass DIR") from error
 
@@ -62,12 +62,12 @@ def weight_files(folder: Path) -> dict[str, Path]:
             try:
                 weight_map = json.loads((folder / name).read_text(encoding="utf-8"))["weight_map"]
             except (OSError, ValueError, KeyError) as error:
-                raise MovieIdError(f"cannot read weight index: {error}", folder / name) from error
+                raise IdaVlmError(f"cannot read weight index: {error}", folder / name) from error
             return {key: folder / file for key, file in weight_map.items()}
     for name in _SINGLE_FILES:
         if (folder / name).is_file():
             return {key: folder / name for key in _keys_of(folder / name)}
-    raise MovieIdError(f"no weights found (expected one of {', '.join(_INDEX_FILES + _SINGLE_FILES)})", folder)
+    raise IdaVlmError(f"no weights found (expected one of {', '.join(_INDEX_FILES + _SINGLE_FILES)})", folder)
 
 
 _READ_ERRORS = (OSError, RuntimeError, KeyError, SafetensorError)
@@ -80,7 +80,7 @@ def _keys_of(file: Path) -> list[str]:
                 return list(handle.keys())
         return list(torch.load(file, map_location="cpu", mmap=True, weights_only=True))
     except _READ_ERRORS as error:
-        raise MovieIdError(f"cannot read weights: {error}", file) from error
+        raise IdaVlmError(f"cannot read weights: {error}", file) from error
 
 
 def _read(file: Path, keys: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -96,7 +96,7 @@ def _read(file: Path, keys: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
             for key in keys:
                 yield key, state[key]
     except _READ_ERRORS as error:
-        raise MovieIdError(f"cannot read weights: {error}", file) from error
+        raise IdaVlmError(f"cannot read weights: {error}", file) from error
 
 
 def _key_list(keys: list[str], limit: int = 12) -> str:
@@ -112,7 +112,7 @@ def load_weights(model: nn.Module, files: dict[str, Path], dtype: torch.dtype, d
     if missing or unexpected:
         parts = ([f"missing keys: {_key_list(missing)}"] if missing else []) + (
             [f"unexpected keys: {_key_list(unexpected)}"] if unexpected else [])
-        raise MovieIdError(f"checkpoint does not match the model: {'; '.join(parts)}", next(iter(files.values())).parent)
+        raise IdaVlmError(f"checkpoint does not match the model: {'; '.join(parts)}", next(iter(files.values())).parent)
     by_file: dict[Path, list[str]] = defaultdict(list)
     for key, file in files.items():
         by_file[file].append(key)
@@ -120,7 +120,7 @@ def load_weights(model: nn.Module, files: dict[str, Path], dtype: torch.dtype, d
         shard = {}
         for key, tensor in _read(file, keys):
             if tensor.shape != expected[key]:
-                raise MovieIdError(f"{key} has shape {list(tensor.shape)}, the config implies {list(expected[key])}", file)
+                raise IdaVlmError(f"{key} has shape {list(tensor.shape)}, the config implies {list(expected[key])}", file)
             shard[key] = tensor.to(device=device, dtype=dtype)
         model.load_state_dict(shard, strict=False, assign=True)
 
@@ -133,7 +133,7 @@ def read_generation_defaults(folder: Path) -> GenerationDefaults:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise MovieIdError(f"cannot read generation config: {error}", path) from error
+        raise IdaVlmError(f"cannot read generation config: {error}", path) from error
     default = GenerationDefaults()
     return GenerationDefaults(max_new_tokens=raw.get("max_new_tokens", default.max_new_tokens),
                               top_p=raw.get("top_p", default.top_p), top_k=raw.get("top_k", default.top_k))

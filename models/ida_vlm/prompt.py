@@ -5,7 +5,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from movieid.errors import MovieIdError
+from .errors import IdaVlmError
 
 from .config import IMAGE_TOKENS
 from .tokenizer import IMG_END, IMG_START, QwenTokenizer
@@ -26,7 +26,7 @@ def build_id_query(names: list[str], n_test: int, instruction: str) -> str:
     """The authors' ID-reference layout: one ``Name is <img></img>`` line per cast member, then
     the test images, then the instruction (ID images first, in the order of ``names``)."""
     if n_test < 1:
-        raise MovieIdError("an ID query needs at least one test image")
+        raise IdaVlmError("an ID query needs at least one test image")
     tests = "\n".join([f"{IMG_START}{IMG_END}"] * n_test)
     lines = [f"{name} is {IMG_START}{IMG_END}" for name in names]
     return "\n ".join([*lines, f"Watching the following images {tests}"]) + "\n " + instruction
@@ -47,7 +47,7 @@ def chat_prompt(tokenizer: QwenTokenizer, query: str) -> Prompt:
     query = unicodedata.normalize("NFC", query)
     texts = _IMAGE_SPAN.split(query)
     if any(tag in text for text in texts for tag in (IMG_START, IMG_END)):
-        raise MovieIdError("query has an unmatched <img> or </img> tag")
+        raise IdaVlmError("query has an unmatched <img> or </img> tag")
     nl = tokenizer.encode("\n")
     ids = [tokenizer.im_start_id, *tokenizer.encode("system"), *nl, *tokenizer.encode(SYSTEM_PROMPT),
            tokenizer.im_end_id, *nl, tokenizer.im_start_id, *tokenizer.encode("user"), *nl]

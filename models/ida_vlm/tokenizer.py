@@ -12,7 +12,7 @@ from pathlib import Path
 
 import tiktoken
 
-from movieid.errors import MovieIdError
+from .errors import IdaVlmError
 
 PAT_STR = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
@@ -32,9 +32,9 @@ def read_ranks(path: str | Path) -> dict[bytes, int]:
         lines = Path(path).read_bytes().splitlines()
         ranks = {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in lines if line)}
     except (OSError, ValueError) as error:
-        raise MovieIdError(f"cannot read tokenizer ranks: {error}", path) from error
+        raise IdaVlmError(f"cannot read tokenizer ranks: {error}", path) from error
     if sorted(ranks.values()) != list(range(len(ranks))):
-        raise MovieIdError("tokenizer ranks are not 0..n-1", path)
+        raise IdaVlmError("tokenizer ranks are not 0..n-1", path)
     return ranks
 
 

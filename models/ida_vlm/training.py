@@ -19,7 +19,8 @@ from ..errors import InputError
 from .config import IMAGE_TOKENS
 from .generation import alpha_for
 from .language import positions_for
-from .model import ROLES, IdaVlm
+from .model import IdaVlm
+from .request import ROLES
 from .prompt import chat_prompt
 from .tokenizer import IMG_END, IMG_START, QwenTokenizer
 

@@ -10,16 +10,17 @@ different folders never collide; two films of the same stem in one folder (``a.m
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import os
-import subprocess
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import MovieIdError
+from ..files import check_input_file
+from ..video import has_video_stream
+from ..writers import output_paths
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,6 @@ VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpe
                   ".m2ts", ".vob", ".flv", ".wmv", ".asf", ".ogv", ".3gp", ".3g2", ".mxf", ".dv", ".y4m",
                   ".ivf", ".rm", ".rmvb", ".h264", ".264", ".hevc", ".265"}
 MANIFEST_SUFFIXES = {".csv", ".jsonl"}
-FINGERPRINT_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Job:
     stem: str                # output files are <output_dir>/<stem>.<format>
 
     def outputs(self, formats) -> dict[str, Path]:
-        return {fmt: self.output_dir / f"{self.stem}.{fmt}" for fmt in formats}
+        return output_paths(self.output_dir, self.stem, formats)
 
 
 # ----------------------------------------------------------------------------- content sniffing
@@ -64,20 +64,6 @@ def looks_like_video(head: bytes) -> bool:
         if len(head) >= offset + 2 * packet + 1 and all(head[offset + k * packet] == 0x47 for k in range(3)):
             return True
     return False
-
-
-def has_video_stream(path: Path) -> bool | None:
-    """True/False from ffprobe; None when ffprobe cannot read the file at all."""
-    try:
-        proc = subprocess.run(["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", str(path)],
-                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return None
-    if proc.returncode != 0:
-        return None
-    streams = json.loads(proc.stdout or "{}").get("streams") or []
-    return any(s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
-               for s in streams)
 
 
 def _is_film(path: Path) -> bool:
@@ -119,6 +105,7 @@ def read_manifest(path: Path) -> list[tuple[Path, Path | None, str | None]]:
     """(film, cast, title) rows of a CSV (header ``film,cast,title``) or JSONL manifest;
     relative paths are relative to the manifest's folder."""
     base = path.parent
+    check_input_file(path, "manifest")   # a named pipe would block the read below
     rows: list[dict] = []
     try:
         if path.suffix.lower() == ".csv":
@@ -189,36 +176,3 @@ def find_jobs(source: Path, out: Path, cast: Path | None) -> list[Job]:
         jobs.append(Job(key=key, film=film, cast=film_cast, title=title,
                         output_dir=out / relative.parent, stem=stems[film]))
     return jobs
-
-
-def fingerprint(path: Path) -> str:
-    """Size, modification time and a hash of the first and last MiB: cheap, and changes when
-    the file is replaced or edited."""
-    try:
-        st = path.stat()
-        digest = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}".encode())
-        with open(path, "rb") as fh:
-            digest.update(fh.read(FINGERPRINT_BYTES))
-            if st.st_size > FINGERPRINT_BYTES:
-                fh.seek(max(FINGERPRINT_BYTES, st.st_size - FINGERPRINT_BYTES))
-                digest.update(fh.read(FINGERPRINT_BYTES))
-        return digest.hexdigest()
-    except OSError as exc:
-        return f"unreadable:{exc.errno}"
-
-
-def cast_fingerprint(cast: Path | None) -> str:
-    """Names, aliases and photo contents of a cast folder (a changed cast redoes its films)."""
-    if cast is None:
-        return "no-cast"
-    from ..cast import discover, file_sha256
-
-    try:
-        entries = discover(cast)
-    except MovieIdError as exc:
-        return f"invalid:{exc}"
-    digest = hashlib.sha256()
-    for e in entries:
-        digest.update(json.dumps([e.name, list(e.aliases),
-                                  [file_sha256(p) if p.is_file() else str(p) for p in e.images]]).encode())
-    return digest.hexdigest()

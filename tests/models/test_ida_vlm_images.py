@@ -1,4 +1,5 @@
-"""Image preprocessing: PIL's bicubic resize reproduced in torch, exact CLIP normalisation."""
+"""The model's pixels are the authors' pixels: PIL's bicubic resize of the RGB image on every size,
+then ToTensor + Normalize with CLIP's mean and std, bit for bit."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,10 +7,24 @@ import pytest
 import torch
 from PIL import Image
 
-from movieid.models.ida_vlm.images import CLIP_MEAN, CLIP_STD, image_size, preprocess, resize_bicubic
-from movieid.errors import MovieIdError
+from movieid.models.images import load_rgb
+from movieid.models.ida_vlm.images import CLIP_MEAN, CLIP_STD, preprocess, resize_all
 
 CPU = torch.device("cpu")
+SIZES = [(3, 5), (37, 2000), (448, 448), (512, 512), (480, 640), (333, 517), (100, 80), (1, 1)]  # (height, width)
+
+
+def _photo_like(height: int, width: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    image = np.stack([127 + 90 * np.sin(xx / 13 + c) * np.cos(yy / 17 - c) for c in range(3)], -1)
+    return np.clip(image + rng.normal(0, 20, image.shape), 0, 255).astype(np.uint8)
+
+
+def _authors_pixels(path) -> np.ndarray:
+    """Qwen-VL's ``Image.open(path).convert("RGB")``, then ``transforms.Resize((448, 448), BICUBIC)``,
+    which on a PIL image is PIL's own resize."""
+    return np.asarray(Image.open(path).convert("RGB").resize((448, 448), Image.BICUBIC))
 
 
 def _clip(pixels_uint8: np.ndarray) -> np.ndarray:
@@ -20,42 +35,27 @@ def _clip(pixels_uint8: np.ndarray) -> np.ndarray:
     return (x - mean) / std
 
 
-@pytest.mark.parametrize("shape,size", [((360, 640), 56), ((30, 44), 56), ((607, 1080), 448), ((200, 150), 448)])
-def test_resize_matches_pil_bicubic(shape, size):
-    rng = np.random.default_rng(sum(shape))
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
-    image = np.stack([127 + 90 * np.sin(xx / 13 + c) * np.cos(yy / 17 - c) for c in range(3)], -1)
-    image = np.clip(image + rng.normal(0, 20, image.shape), 0, 255).astype(np.uint8)
-    ours = resize_bicubic(image, size, CPU).permute(1, 2, 0).numpy().astype(np.int16)
-    pil = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC)).astype(np.int16)
-    diff = np.abs(ours - pil)
-    assert diff.max() <= 1 and (diff > 0).mean() < 0.002
+@pytest.mark.parametrize("height,width", SIZES)
+def test_pixels_are_the_authors_on_every_size(tmp_path, height, width):
+    path = tmp_path / "image.png"
+    Image.fromarray(_photo_like(height, width, height * width)).save(path)
+    expected = _authors_pixels(path)
+    for source in (path, str(path), Image.open(path), np.asarray(Image.open(path))):
+        resized = resize_all([load_rgb(source)], 448)[0]
+        assert resized.dtype == np.uint8 and np.array_equal(resized, expected)
+        assert np.array_equal(preprocess([source], 448, CPU)[0].numpy(), _clip(expected))
 
 
-def test_clip_normalisation_is_exact():
-    image = np.random.default_rng(1).integers(0, 256, (56, 56, 3), dtype=np.uint8)  # already 56: no resampling
-    ours = preprocess([image], 56, CPU)[0].numpy()
-    assert np.array_equal(ours, _clip(image))
+def test_many_images_in_threads_equal_one_at_a_time(frames):
+    batch = preprocess(frames, 56, CPU)
+    assert batch.shape == (len(frames), 3, 56, 56) and batch.dtype == torch.float32
+    for k, frame in enumerate(frames):
+        assert torch.equal(batch[k], preprocess([frame], 56, CPU)[0])
 
 
-def test_batched_and_every_input_type_agree(tmp_path, frames):
+def test_input_types_agree(tmp_path, frames):
     path = tmp_path / "frame.png"
     Image.fromarray(frames[0]).save(path)
-    rgba = Image.fromarray(frames[0]).convert("RGBA")
-    batch = preprocess([frames[0], path, str(path), Image.fromarray(frames[0]), rgba, frames[1]], 56, CPU)
-    assert batch.shape == (6, 3, 56, 56) and batch.dtype == torch.float32
-    for k in range(1, 5):
-        assert torch.equal(batch[k], batch[0])
-    assert torch.equal(batch[5], preprocess([frames[1]], 56, CPU)[0])
-    assert image_size(frames[0]) == (128, 72) and image_size(path) == (128, 72) and image_size(rgba) == (128, 72)
-
-
-def test_bad_inputs_are_clear_errors(tmp_path):
-    with pytest.raises(MovieIdError, match="cannot read image"):
-        preprocess([tmp_path / "missing.jpg"], 56, CPU)
-    with pytest.raises(MovieIdError, match=r"\[H, W, 3\] uint8"):
-        preprocess([np.zeros((10, 10), dtype=np.uint8)], 56, CPU)
-    with pytest.raises(MovieIdError, match=r"\[H, W, 3\] uint8"):
-        preprocess([np.zeros((10, 10, 3), dtype=np.float32)], 56, CPU)
-    with pytest.raises(MovieIdError, match="unsupported image type"):
-        preprocess([b"bytes"], 56, CPU)
+    rgba = Image.fromarray(frames[0]).convert("RGBA")  # opaque: the same pixels
+    batch = preprocess([frames[0], path, str(path), Image.fromarray(frames[0]), rgba], 56, CPU)
+    assert all(torch.equal(batch[k], batch[0]) for k in range(1, 5))

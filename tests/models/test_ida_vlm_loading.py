@@ -10,9 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from movieid.models.ida_vlm import IdaVlm
-from movieid.errors import MovieIdError
-from tests.helpers.tiny_ida_vlm import TINY_CONFIG, build_tiny_checkpoint, published_shapes
+from movieid.models.ida_vlm import IdaVlm, IdaVlmError
+from tests.helpers.tiny_ida_vlm import TINY_CONFIG, build_tiny_checkpoint, make_request, published_shapes
 
 QUERY = "Give an image description. <img></img>"
 
@@ -34,7 +33,8 @@ def test_every_weight_format_loads_the_same_weights(tmp_path, base_model, frames
     model = IdaVlm.from_pretrained(folder, device="cpu")
     for key, value in base_model.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
-    assert torch.equal(model.logits(QUERY, frames[:1], ["general"]), base_model.logits(QUERY, frames[:1], ["general"]))
+    request = make_request(QUERY, frames[:1], ["general"])
+    assert torch.equal(model.logits(request), base_model.logits(request))
 
 
 def test_repo_root_layout_and_variant_choice(tmp_path):
@@ -42,14 +42,14 @@ def test_repo_root_layout_and_variant_choice(tmp_path):
     build_tiny_checkpoint(tmp_path / "weights" / "model-idf", variant="idf")
     assert IdaVlm.from_pretrained(tmp_path, device="cpu").variant == "base"
     assert IdaVlm.from_pretrained(tmp_path, variant="idf", device="cpu").variant == "idf"
-    with pytest.raises(MovieIdError, match="unknown variant"):
+    with pytest.raises(IdaVlmError, match="unknown variant"):
         IdaVlm.from_pretrained(tmp_path, variant="large")
 
 
 def test_variant_must_match_the_weights(checkpoints):
-    with pytest.raises(MovieIdError, match="idf .*not 'base'"):
+    with pytest.raises(IdaVlmError, match="idf .*not 'base'"):
         IdaVlm.from_pretrained(checkpoints("idf"))
-    with pytest.raises(MovieIdError, match="base .*not 'idf'"):
+    with pytest.raises(IdaVlmError, match="base .*not 'idf'"):
         IdaVlm.from_pretrained(checkpoints("base"), variant="idf")
 
 
@@ -69,14 +69,14 @@ def test_missing_key_is_an_error_that_names_it(tmp_path):
     folder = build_tiny_checkpoint(tmp_path / "ckpt")
     removed = []
     _edit_first_shard(folder, lambda tensors: removed.append(sorted(tensors)[0]) or tensors.pop(removed[0]))
-    with pytest.raises(MovieIdError, match="missing keys: " + removed[0].replace(".", r"\.")):
+    with pytest.raises(IdaVlmError, match="missing keys: " + removed[0].replace(".", r"\.")):
         IdaVlm.from_pretrained(folder)
 
 
 def test_unexpected_key_is_an_error_that_names_it(tmp_path):
     folder = build_tiny_checkpoint(tmp_path / "ckpt")
     _edit_first_shard(folder, lambda t: t.update({"transformer.h.0.attn.masked_bias": torch.tensor(-1e4)}))
-    with pytest.raises(MovieIdError, match=r"unexpected keys: transformer\.h\.0\.attn\.masked_bias"):
+    with pytest.raises(IdaVlmError, match=r"unexpected keys: transformer\.h\.0\.attn\.masked_bias"):
         IdaVlm.from_pretrained(folder)
 
 
@@ -85,15 +85,15 @@ def test_shape_that_disagrees_with_the_config_is_an_error(tmp_path):
     config = json.loads((folder / "config.json").read_text())
     config["intermediate_size"] = 256
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(MovieIdError, match=r"mlp\.(w1|w2|c_proj)\.weight has shape"):
+    with pytest.raises(IdaVlmError, match=r"mlp\.(w1|w2|c_proj)\.weight has shape"):
         IdaVlm.from_pretrained(folder)
 
 
 def test_folder_without_a_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(MovieIdError, match="not an IDA-VLM checkpoint"):
+    with pytest.raises(IdaVlmError, match="not an IDA-VLM checkpoint"):
         IdaVlm.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(TINY_CONFIG))
-    with pytest.raises(MovieIdError, match="no weights found"):
+    with pytest.raises(IdaVlmError, match="no weights found"):
         IdaVlm.from_pretrained(tmp_path)
 
 
@@ -101,7 +101,7 @@ def test_tokenizer_that_does_not_fit_the_config_is_an_error(tmp_path):
     folder = build_tiny_checkpoint(tmp_path / "ckpt")
     lines = (folder / "qwen.tiktoken").read_text().splitlines()
     (folder / "qwen.tiktoken").write_text("\n".join(lines[:-1]) + "\n")
-    with pytest.raises(MovieIdError, match="does not fit config.json"):
+    with pytest.raises(IdaVlmError, match="does not fit config.json"):
         IdaVlm.from_pretrained(folder)
 
 
@@ -114,7 +114,7 @@ def test_hub_id_offline_fails_fast_with_instructions(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     start = time.monotonic()
-    with pytest.raises(MovieIdError) as raised:
+    with pytest.raises(IdaVlmError) as raised:
         IdaVlm.from_pretrained("jiyatai/IDA-VLM", variant="idf")
     assert time.monotonic() - start < 10
     message = str(raised.value)
@@ -126,7 +126,7 @@ def test_hub_download_failure_is_a_clear_error(monkeypatch):
     def unreachable(*args, **kwargs):
         raise ConnectionError("Name or service not known")
     monkeypatch.setattr(huggingface_hub, "snapshot_download", unreachable)
-    with pytest.raises(MovieIdError, match="cannot download weights/model-base of hub repo jiyatai/IDA-VLM "
+    with pytest.raises(IdaVlmError, match="cannot download weights/model-base of hub repo jiyatai/IDA-VLM "
                                            r"\(Name or service not known\)"):
         IdaVlm.from_pretrained("jiyatai/IDA-VLM")
 

@@ -7,12 +7,11 @@ import math
 import pytest
 import torch
 
-from movieid.models.ida_vlm import EncodedImage, IdaVlm, build_id_query
+from movieid.models.ida_vlm import EncodedImage, IdaVlm, IdaVlmError, Request, RoleImage, build_id_query
 from movieid.models.ida_vlm.config import IdaVlmConfig
-from movieid.models.ida_vlm.language import ntk_alpha, positions_for
+from movieid.models.ida_vlm.language import inverse_frequencies, needs_logn, ntk_alpha, positions_for
 from movieid.models.ida_vlm.prompt import chat_prompt
-from movieid.errors import MovieIdError
-from tests.helpers.tiny_ida_vlm import TINY_CONFIG, build_tiny_checkpoint
+from tests.helpers.tiny_ida_vlm import TINY_CONFIG, build_tiny_checkpoint, make_request
 
 CAST = ["Alice", "Bob", "Carol"]
 ROLES_3_2 = ["id", "id", "id", "test", "test"]
@@ -22,97 +21,113 @@ def _query(n_id=3, n_test=2):
     return build_id_query(CAST[:n_id], n_test, "and describe their content.")
 
 
+def _images(images, roles):
+    return [image if isinstance(image, RoleImage) else RoleImage(image, role) for image, role in zip(images, roles)]
+
+
+def _logits(model, query, images, roles):
+    return model.logits(make_request(query, images, roles))
+
+
+def _encode(model, images, roles):
+    return model.encode_images(_images(images, roles))
+
+
 def test_encode_images_gives_256_tokens_per_image(base_model, frames):
-    tokens = base_model.encode_images(frames[:5], ROLES_3_2)
+    tokens = _encode(base_model, frames[:5], ROLES_3_2)
     assert tokens.shape == (5, 256, TINY_CONFIG["hidden_size"]) and tokens.dtype == torch.float32
     assert torch.isfinite(tokens).all()
 
 
 def test_id_former_with_zero_output_is_an_identity(checkpoints, base_model, frames):
     zero = IdaVlm.from_pretrained(checkpoints("idf_zero"), variant="idf", device="cpu")
-    assert torch.equal(zero.logits(_query(), frames[:5], ROLES_3_2), base_model.logits(_query(), frames[:5], ROLES_3_2))
+    assert torch.equal(_logits(zero, _query(), frames[:5], ROLES_3_2), _logits(base_model, _query(), frames[:5], ROLES_3_2))
 
 
 def test_id_former_changes_only_the_test_images(base_model, idf_model, frames):
-    base, idf = base_model.encode_images(frames[:5], ROLES_3_2), idf_model.encode_images(frames[:5], ROLES_3_2)
+    base, idf = _encode(base_model, frames[:5], ROLES_3_2), _encode(idf_model, frames[:5], ROLES_3_2)
     assert torch.equal(base[:3], idf[:3])
     assert (base[3:] - idf[3:]).abs().amax(dim=(1, 2)).min() > 1e-3
     first_test = chat_prompt(base_model.tokenizer, _query()).image_starts[3]
-    base_logits, idf_logits = base_model.logits(_query(), frames[:5], ROLES_3_2), idf_model.logits(_query(), frames[:5], ROLES_3_2)
+    base_logits, idf_logits = _logits(base_model, _query(), frames[:5], ROLES_3_2), _logits(idf_model, _query(), frames[:5], ROLES_3_2)
     assert torch.equal(base_logits[:first_test], idf_logits[:first_test])
     assert not torch.allclose(base_logits[first_test:], idf_logits[first_test:])
 
 
 def test_id_former_uses_the_id_images_of_the_request(idf_model, frames):
-    one = idf_model.encode_images([frames[0], frames[3]], ["id", "test"])[1]
-    other = idf_model.encode_images([frames[1], frames[3]], ["id", "test"])[1]
-    general = idf_model.encode_images([frames[3]], ["general"])[0]
+    one = _encode(idf_model, [frames[0], frames[3]], ["id", "test"])[1]
+    other = _encode(idf_model, [frames[1], frames[3]], ["id", "test"])[1]
+    general = _encode(idf_model, [frames[3]], ["general"])[0]
     assert not torch.allclose(one, other) and not torch.allclose(one, general)
 
 
 @pytest.mark.parametrize("model_name", ["base_model", "idf_model"])
 def test_cached_cast_features_are_bit_identical(request, model_name, frames):
     model = request.getfixturevalue(model_name)
-    cast = model.precompute(frames[:3], ["id"] * 3)
-    assert all(isinstance(c, EncodedImage) and c.role == "id" for c in cast)
-    assert all((c.id_keys is not None) == model.has_id_former for c in cast)
-    assert torch.equal(model.precompute(frames[1:2], ["id"])[0].tokens, cast[1].tokens)  # batch-independent
+    cast = model.precompute(_images(frames[:3], ["id"] * 3))
+    assert all(isinstance(c.image, EncodedImage) and c.role == c.image.role == "id" for c in cast)
+    assert all((c.image.id_keys is not None) == model.has_id_former for c in cast)
+    assert torch.equal(model.precompute(_images(frames[1:2], ["id"]))[0].image.tokens, cast[1].image.tokens)
     cached, raw = [*cast, *frames[3:5]], frames[:5]
-    assert torch.equal(model.encode_images(cached, ROLES_3_2), model.encode_images(raw, ROLES_3_2))
-    assert torch.equal(model.logits(_query(), cached, ROLES_3_2), model.logits(_query(), raw, ROLES_3_2))
+    assert torch.equal(_encode(model, cached, ROLES_3_2), _encode(model, raw, ROLES_3_2))
+    assert torch.equal(_logits(model, _query(), cached, ROLES_3_2), _logits(model, _query(), raw, ROLES_3_2))
     mixed = [cast[0], frames[1], cast[2], *frames[3:5]]
-    assert torch.equal(model.logits(_query(), mixed, ROLES_3_2), model.logits(_query(), raw, ROLES_3_2))
+    assert torch.equal(_logits(model, _query(), mixed, ROLES_3_2), _logits(model, _query(), raw, ROLES_3_2))
 
 
 def test_cached_general_image(base_model, frames):
     query = "Give an image description. <img></img>"
-    (encoded,) = base_model.precompute(frames[:1], ["general"])
-    assert torch.equal(base_model.logits(query, [encoded], ["general"]), base_model.logits(query, frames[:1], ["general"]))
+    (encoded,) = base_model.precompute(_images(frames[:1], ["general"]))
+    assert torch.equal(_logits(base_model, query, [encoded], ["general"]), _logits(base_model, query, frames[:1], ["general"]))
 
 
 def test_encoded_image_misuse_is_refused(base_model, idf_model, frames):
-    cast = base_model.precompute(frames[:1], ["id"])
-    with pytest.raises(MovieIdError, match="test images must be passed raw"):
-        base_model.encode_images([cast[0], cast[0]], ["id", "test"])
-    with pytest.raises(MovieIdError, match="precomputed by a model without the ID-Former"):
-        idf_model.encode_images([cast[0], frames[1]], ["id", "test"])
-    (general,) = base_model.precompute(frames[:1], ["general"])
-    with pytest.raises(MovieIdError, match="precomputed as 'general' is given as 'id'"):
-        base_model.encode_images([general, frames[1]], ["id", "test"])
-    with pytest.raises(MovieIdError, match="'id' or 'general'"):
-        base_model.precompute(frames[:1], ["test"])
+    (cast,) = base_model.precompute([RoleImage(frames[0], "id")])
+    with pytest.raises(IdaVlmError, match="test images must be passed raw"):
+        RoleImage(cast.image, "test")
+    with pytest.raises(IdaVlmError, match="precomputed by a model without the ID-Former"):
+        idf_model.encode_images([cast, RoleImage(frames[1], "test")])
+    (general,) = base_model.precompute([RoleImage(frames[0], "general")])
+    with pytest.raises(IdaVlmError, match="precomputed as 'general' is given as 'id'"):
+        RoleImage(general.image, "id")
+    with pytest.raises(IdaVlmError, match="'id' or 'general'"):
+        base_model.precompute([RoleImage(frames[0], "test")])
 
 
 def test_prompt_token_count_for_three_cast_and_five_frames(base_model, frames):
     query = build_id_query(CAST, 5, "and describe their content.")
     tok = base_model.tokenizer
     expected = len(chat_prompt(tok, "").ids) + sum(len(tok.encode(p)) for p in query.split("<img></img>")) + 8 * 258
-    logits = base_model.logits(query, frames[:8], ["id"] * 3 + ["test"] * 5)
+    logits = _logits(base_model, query, frames[:8], ["id"] * 3 + ["test"] * 5)
     assert logits.shape == (expected, TINY_CONFIG["vocab_size"])
 
 
 def test_window_limits_and_role_rules_are_clear_errors(base_model, frames):
     nine = build_id_query(CAST, 6, "Describe.")
-    with pytest.raises(MovieIdError, match="at most 8 images"):
-        base_model.logits(nine, [frames[0]] * 9, ["id"] * 3 + ["test"] * 6)
-    with pytest.raises(MovieIdError, match="at most 8 images"):
-        base_model.generate([(nine, [frames[0]] * 9, ["id"] * 3 + ["test"] * 6)])
+    with pytest.raises(IdaVlmError, match="at most 8 images"):
+        make_request(nine, [frames[0]] * 9, ["id"] * 3 + ["test"] * 6)
+    with pytest.raises(IdaVlmError, match="at most 8 images"):
+        base_model.encode_images(_images([frames[0]] * 9, ["id"] * 3 + ["test"] * 6))
     long_query = "Describe. " * 3000 + "<img></img>"
-    with pytest.raises(MovieIdError, match=r"exceeds the model's context of 4096 tokens"):
-        base_model.logits(long_query, frames[:1], ["general"])
+    with pytest.raises(IdaVlmError, match=r"exceeds the model's context of 4096 tokens"):
+        _logits(base_model, long_query, frames[:1], ["general"])
     short = "Describe. " * 900 + "<img></img>"
-    with pytest.raises(MovieIdError, match=r"plus 2000 new tokens exceeds"):
-        base_model.generate([(short, frames[:1], ["general"])], max_new_tokens=2000)
-    with pytest.raises(MovieIdError, match="ID images must precede test images"):
-        base_model.encode_images(frames[:3], ["id", "test", "id"])
-    with pytest.raises(MovieIdError, match="general images cannot share"):
-        base_model.encode_images(frames[:2], ["id", "general"])
-    with pytest.raises(MovieIdError, match="unknown image roles"):
-        base_model.encode_images(frames[:1], ["cast"])
-    with pytest.raises(MovieIdError, match="2 images but 1 roles"):
-        base_model.encode_images(frames[:2], ["general"])
-    with pytest.raises(MovieIdError, match="1 <img></img> tags but 2 images"):
-        base_model.logits("Compare <img></img>", frames[:2], ["general", "general"])
+    with pytest.raises(IdaVlmError, match=r"plus 2000 new tokens exceeds"):
+        base_model.generate([make_request(short, frames[:1], ["general"])], max_new_tokens=2000)
+    with pytest.raises(IdaVlmError, match="ID images must precede test images"):
+        _encode(base_model, frames[:3], ["id", "test", "id"])
+    with pytest.raises(IdaVlmError, match="general images cannot share"):
+        _encode(base_model, frames[:2], ["id", "general"])
+    with pytest.raises(IdaVlmError, match="unknown image role 'cast'"):
+        RoleImage(frames[0], "cast")
+    with pytest.raises(IdaVlmError, match="unsupported image type bytes"):
+        RoleImage(b"bytes", "test")
+    with pytest.raises(IdaVlmError, match="1 <img></img> tags but 2 images"):
+        make_request("Compare <img></img>", frames[:2], ["general", "general"])
+    with pytest.raises(IdaVlmError, match="RoleImage"):
+        Request("Who? <img></img>", [frames[0]])
+    with pytest.raises(IdaVlmError, match="Request"):
+        base_model.generate([("Who? <img></img>", [frames[0]], ["general"])])
 
 
 def test_ntk_alpha_rule():
@@ -121,11 +136,11 @@ def test_ntk_alpha_rule():
 
 def test_logn_scale_only_beyond_seq_length():
     config = IdaVlmConfig.from_dict(TINY_CONFIG)
-    pos = positions_for(config, torch.arange(config.seq_length)[None], [1.0], torch.float32)
-    assert pos.logn is None
-    pos = positions_for(config, torch.arange(config.seq_length + 3)[None], [1.0], torch.float32)
+    inv_freq = inverse_frequencies(config, [1.0], "cpu")
+    pos = positions_for(config, torch.arange(config.seq_length + 3)[None], inv_freq, True, torch.float32)
     expected = [1.0] * config.seq_length + [math.log(p) / math.log(config.seq_length) for p in (301, 302, 303)]
     assert torch.allclose(pos.logn.flatten(), torch.tensor(expected))
+    assert not needs_logn(config, config.seq_length - 1) and needs_logn(config, config.seq_length)
 
 
 @pytest.fixture(scope="module")
@@ -139,13 +154,13 @@ def scaling_models(tmp_path_factory):
 def test_ntk_and_logn_do_nothing_up_to_seq_length(scaling_models, frames):
     query = "Give an image description. <img></img>"
     assert len(chat_prompt(scaling_models["off"].tokenizer, query).ids) <= TINY_CONFIG["seq_length"]
-    logits = [m.logits(query, frames[:1], ["general"]) for m in scaling_models.values()]
+    logits = [_logits(m, query, frames[:1], ["general"]) for m in scaling_models.values()]
     assert all(torch.equal(logits[0], other) for other in logits[1:])
 
 
 def test_logn_scales_only_queries_beyond_seq_length(scaling_models, frames):
     query, roles = _query(1, 1), ["id", "test"]
-    off, logn = scaling_models["off"].logits(query, frames[:2], roles), scaling_models["logn"].logits(query, frames[:2], roles)
+    off, logn = _logits(scaling_models["off"], query, frames[:2], roles), _logits(scaling_models["logn"], query, frames[:2], roles)
     limit = TINY_CONFIG["seq_length"]
     assert off.shape[0] > limit + 10
     assert torch.equal(off[:limit], logn[:limit])
@@ -154,6 +169,6 @@ def test_logn_scales_only_queries_beyond_seq_length(scaling_models, frames):
 
 def test_dynamic_ntk_changes_rotary_for_long_prompts(scaling_models, frames):
     query, roles = _query(1, 1), ["id", "test"]
-    off, ntk = scaling_models["off"].logits(query, frames[:2], roles), scaling_models["ntk"].logits(query, frames[:2], roles)
+    off, ntk = _logits(scaling_models["off"], query, frames[:2], roles), _logits(scaling_models["ntk"], query, frames[:2], roles)
     assert torch.equal(off[0], ntk[0])  # position 0 is not rotated
     assert ((off[1:] - ntk[1:]).abs().amax(dim=-1) > 1e-6).float().mean() > 0.99

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import tiktoken
 
-from movieid.models.ida_vlm import build_id_query, grounding_query
+from movieid.models.ida_vlm import IdaVlmError, build_id_query, grounding_query
 from movieid.models.ida_vlm.prompt import chat_prompt
 from movieid.models.ida_vlm.tokenizer import PAT_STR, QwenTokenizer
-from movieid.errors import MovieIdError
 from tests.helpers.tiny_ida_vlm import tiny_ranks
 
 MMID = Path("/work/shared/fixtures/mmid/benchmark_mmid.json")
@@ -28,7 +27,7 @@ def test_id_query_matches_the_published_layout():
     assert query == ("Julia is <img></img>\n Victoria is <img></img>\n Watching the following images "
                      "<img></img>\n<img></img>\n<img></img>\n and describe their content.")
     assert build_id_query([], 1, "Describe it.") == "Watching the following images <img></img>\n Describe it."
-    with pytest.raises(MovieIdError):
+    with pytest.raises(IdaVlmError):
         build_id_query(["Julia"], 0, "x")
 
 
@@ -102,5 +101,5 @@ def test_prompt_for_three_cast_and_five_frames_has_the_expected_length(tokenizer
 
 
 def test_unmatched_image_tag_is_an_error(tokenizer):
-    with pytest.raises(MovieIdError, match="unmatched"):
+    with pytest.raises(IdaVlmError, match="unmatched"):
         chat_prompt(tokenizer, "Alice is <img>a.jpg\n Who?")

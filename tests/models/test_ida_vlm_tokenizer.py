@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from movieid.models.ida_vlm.tokenizer import FULL_SIZE_ENDOFTEXT_ID, SPECIAL_TOKENS, QwenTokenizer, read_ranks
-from movieid.errors import MovieIdError
+from movieid.models.ida_vlm import IdaVlmError
 from tests.helpers.tiny_ida_vlm import tiny_ranks
 
 
@@ -58,7 +58,7 @@ def test_decode_skips_ids_past_the_vocabulary(tokenizer):
 def test_bad_rank_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "qwen.tiktoken"
     bad.write_text("QQ== 0\nQg== 2\n")
-    with pytest.raises(MovieIdError, match="not 0..n-1"):
+    with pytest.raises(IdaVlmError, match="not 0..n-1"):
         read_ranks(bad)
-    with pytest.raises(MovieIdError, match="cannot read tokenizer ranks"):
+    with pytest.raises(IdaVlmError, match="cannot read tokenizer ranks"):
         read_ranks(tmp_path / "missing.tiktoken")

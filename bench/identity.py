@@ -1,0 +1,271 @@
+"""Identity accuracy of the faces stage on films of real photos, per set, and the confidence sweep
+that chooses ``--min-confidence``.
+
+    python bench/identity.py                 # builds the films once into bench/out/identity/
+
+Sets (films made by ``movieid.filmmaker`` with pans, zooms, tints, mirroring and grain):
+``faces``: the cast of ../shared/fixtures/faces (one photo each) on their other photos, one to
+three people per shot, with the openface photos as strangers; ``openface``: that set's two
+cast members, with strangers from both sets; ``lookalike``: a stranger who scores 0.91 against
+a member's photo, with and without that member in the film; ``sample``: the package-photo
+sample film (also without a cast: people counted, labels checked per frame);
+and recall against the number of reference photos per person (1-3, where the photos exist).
+
+Per set: recall (cast appearances named right), wrong names (a name on a face that is not
+that person, strangers included) and stranger rejection (stranger appearances left Unknown),
+at the default ``--min-confidence``; then the sweep of those figures over min-confidence.
+Truth is per shot, left to right (``None``: a stranger); a shot whose track count differs from
+the truth is scored by names alone (a name not on screen is wrong) and counted as "unaligned".
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+from movieid.annotation import document  # noqa: E402
+from movieid.config import Config, FaceConfig, IdentityConfig, ShotConfig  # noqa: E402
+from movieid.filmmaker import FilmSpec, ShotSpec, make_film  # noqa: E402
+from movieid.pipeline import annotate  # noqa: E402
+from sample_videos.build_sample import build_cast, film_spec, package_photo  # noqa: E402
+
+SHARED = (REPO / ".." / "shared" / "fixtures").resolve()
+FACES, OPENFACE = SHARED / "faces", SHARED / "faces-openface"
+COOPER = (100 / 293, 40 / 473, 193 / 293, 109 / 473)
+LONGORIA = (0.0, 110 / 473, 193 / 293, 109 / 473)
+SWEEP = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
+
+
+@dataclass(frozen=True)
+class Shot:
+    image: Path
+    truth: tuple[str | None, ...]      # people left to right; None: a stranger
+    motion: str = "static"
+    crop: tuple | None = None
+    mirror: bool = False
+    tint: float = 0.0
+    grain: int = 0
+    frames: int = 40
+
+
+def faces_set() -> list[Shot]:
+    p, s = FACES / "probes", OPENFACE / "probes"
+    O, B, K, R = "Barack Obama", "Joe Biden", "Kit Harington", "Rose Leslie"
+    return [
+        Shot(p / "obama1.jpg", (O,), "zoom_in"), Shot(p / "obama2.jpg", (O,), "pan_left", (0.0, 0.22, 1.0, 0.293), tint=0.5),
+        Shot(p / "obama3.jpg", (O,), "static", (0.0, 0.08, 1.0, 0.35), mirror=True, grain=10),
+        Shot(p / "biden2.jpg", (B,), "pan_right", (0.0, 0.125, 1.0, 0.5625), tint=-0.4),
+        Shot(p / "john2.jpeg", (K,), "zoom_out"), Shot(p / "johnsnow_test1.jpg", (K,), "pan_left", (0.0, 0.08, 1.0, 0.375)),
+        Shot(p / "rose2.jpg", (R,), "zoom_out", (0.0, 0.15, 1.0, 0.37), mirror=True),
+        Shot(p / "two_people.jpg", (O, B), "pan_right"), Shot(p / "two_people.jpg", (B, O), "static", mirror=True, tint=0.4),
+        Shot(p / "kit_with_rose.jpg", (R, K), "static", (0.0, 0.05, 1.0, 0.40), tint=0.4),
+        Shot(p / "obama_and_biden.jpg", (B, O, None), "static", (0.25, 0.273, 0.75, 0.591)),
+        Shot(s / "adams.jpg", (None,), "zoom_in", (0.0, 0.15, 1.0, 0.59)),
+        Shot(s / "carell.jpg", (None,), "static", (0.0, 0.2, 1.0, 0.38)),
+        Shot(s / "lennon-2.jpg", (None,), "pan_left", (0.0, 0.2, 1.0, 0.5625)),
+        Shot(s / "clapton-2.jpg", (None,), "static", (0.0, 0.05, 1.0, 0.5625)),
+        Shot(s / "longoria-cooper.jpg", (None,), "static", COOPER, tint=0.3),
+        Shot(s / "longoria-cooper.jpg", (None,), "zoom_in", LONGORIA),
+    ]
+
+
+def openface_set() -> list[Shot]:
+    p, s = FACES / "probes", OPENFACE / "probes"
+    L, C = "John Lennon", "Eric Clapton"
+    return [
+        Shot(s / "lennon-2.jpg", (L,), "zoom_in", (0.0, 0.2, 1.0, 0.5625)),
+        Shot(s / "clapton-2.jpg", (C,), "pan_right", (0.0, 0.05, 1.0, 0.5625), tint=-0.4),
+        Shot(s / "lennon-2.jpg", (L,), "static", (0.0, 0.2, 1.0, 0.5625), mirror=True, tint=0.5, grain=10),
+        Shot(s / "longoria-cooper.jpg", (None,), "static", COOPER),
+        Shot(s / "adams.jpg", (None,), "pan_left", (0.0, 0.15, 1.0, 0.59)),
+        Shot(s / "carell.jpg", (None,), "static", (0.0, 0.2, 1.0, 0.38)),
+        Shot(p / "biden2.jpg", (None,), "static", (0.0, 0.125, 1.0, 0.5625)),
+        Shot(p / "two_people.jpg", (None, None), "pan_right"),
+        Shot(p / "kit_with_rose.jpg", (None, None), "static", (0.0, 0.05, 1.0, 0.40)),
+    ]
+
+
+def lookalike_set(with_member: bool) -> list[Shot]:
+    s, c = OPENFACE / "probes", OPENFACE / "cast"
+    shots = [Shot(c / "John Lennon" / "lennon-1.jpg", ("John Lennon",), "zoom_in", (0.0, 0.12, 1.0, 0.75))] if with_member else []
+    return shots + [
+        Shot(s / "longoria-cooper.jpg", (None,), "static", COOPER),
+        Shot(s / "clapton-2.jpg", ("Eric Clapton",), "zoom_out", (0.0, 0.05, 1.0, 0.5625)),
+        Shot(s / "longoria-cooper.jpg", (None,), "pan_left", COOPER, tint=0.3),
+        Shot(s / "longoria-cooper.jpg", (None,), "zoom_in", COOPER, tint=-0.3, grain=8),
+    ]
+
+
+def references_set() -> list[Shot]:
+    """Obama and Kit Harington on photos not used as references (they have 3 and 2 in all)."""
+    p, s = FACES / "probes", OPENFACE / "probes"
+    O, B, K, R = "Barack Obama", "Joe Biden", "Kit Harington", "Rose Leslie"
+    return [
+        Shot(p / "obama1.jpg", (O,), "zoom_in", tint=-0.4), Shot(p / "two_people.jpg", (O, B), "pan_right"),
+        Shot(p / "obama_and_biden.jpg", (B, O, None), "static", (0.25, 0.273, 0.75, 0.591)),
+        Shot(p / "johnsnow_test1.jpg", (K,), "pan_left", (0.0, 0.08, 1.0, 0.375)),
+        Shot(p / "kit_with_rose.jpg", (R, K), "static", (0.0, 0.05, 1.0, 0.40), tint=0.4),
+        Shot(s / "carell.jpg", (None,), "static", (0.0, 0.2, 1.0, 0.38)),
+        Shot(s / "lennon-2.jpg", (None,), "pan_left", (0.0, 0.2, 1.0, 0.5625)),
+    ]
+
+
+def references_cast(out: Path, photos: int) -> Path:
+    """The faces cast with up to ``photos`` reference photos for Obama (3) and Kit Harington (2)."""
+    cast, p = FACES / "cast", FACES / "probes"
+    refs = {"Barack Obama": [cast / "Barack Obama" / "obama.jpg", p / "obama2.jpg", p / "obama3.jpg"],
+            "Kit Harington": [cast / "Kit Harington" / "john1.jpeg", p / "john2.jpeg"],
+            "Joe Biden": [cast / "Joe Biden" / "biden.jpg"], "Rose Leslie": [cast / "Rose Leslie" / "img1.jpg"]}
+    return link_cast(out / f"cast_{photos}_photos", {name: paths[:photos] for name, paths in refs.items()})
+
+
+def bench_references(out: Path, config: Config) -> None:
+    shots = references_set()
+    film = film_of(shots, out / "references.mp4")
+    truth = [s.truth for s in shots]
+    print("\nRecall against reference photos per person (Obama up to 3, Kit Harington up to 2)\n")
+    print(f"{'photos':>6} {'recall':>7} {'wrong':>6} {'rejected':>9} {'Obama conf.':>11} {'Kit conf.':>9}")
+    for photos in (1, 2, 3):
+        doc = document(annotate(film, references_cast(out, photos), config))
+        n = score(doc, truth, IdentityConfig.min_confidence)
+        conf = {p["name"]: p["confidence"] for shot in doc["shots"] for p in shot["people"] if p["in_cast"]}
+        print(f"{photos:6d} {n['named'] / n['cast']:7.1%} {n['wrong']:6d} {n['rejected'] / n['strangers']:9.1%} "
+              f"{conf.get('Barack Obama', 0):11.2f} {conf.get('Kit Harington', 0):9.2f}")
+
+
+def link_cast(root: Path, photos: dict[str, list[Path]]) -> Path:
+    if root.exists():
+        shutil.rmtree(root)
+    for name, paths in photos.items():
+        (root / name).mkdir(parents=True)
+        for photo in paths:
+            (root / name / photo.name).symlink_to(photo)
+    return root
+
+
+def film_of(shots: list[Shot], path: Path) -> Path:
+    if not path.exists():
+        make_film(FilmSpec([ShotSpec(s.image, s.frames, s.motion, crop=s.crop, mirror=s.mirror, tint=s.tint,
+                                     grain=s.grain) for s in shots], width=640, height=360, fps=25), path)
+    return path
+
+
+def score(doc: dict, truth: list[tuple], min_confidence: float) -> dict:
+    """Counts of one annotated film against its truth, naming at ``min_confidence``."""
+    n = dict(cast=0, named=0, wrong=0, strangers=0, rejected=0, unaligned=0)
+    for shot, people in zip(doc["shots"], truth):
+        x = {}
+        for face in shot["faces"]:
+            x.setdefault(face["person"], []).append((face["box"][0] + face["box"][2]) / 2)
+        found = sorted(shot["people"], key=lambda p: sum(x[p["person"]]) / len(x[p["person"]]))
+        names = [p["name"] if p["in_cast"] and p["confidence"] >= min_confidence else None for p in found]
+        n["cast"] += sum(1 for t in people if t)
+        n["strangers"] += sum(1 for t in people if t is None)
+        if len(found) == len(people):
+            n["named"] += sum(1 for t, name in zip(people, names) if t and name == t)
+            n["wrong"] += sum(1 for t, name in zip(people, names) if name and name != t)
+            n["rejected"] += sum(1 for t, name in zip(people, names) if t is None and name is None)
+        else:
+            n["unaligned"] += 1
+            on_screen = {t for t in people if t}
+            n["named"] += len(on_screen & {m for m in names if m})
+            n["wrong"] += sum(1 for m in names if m and m not in on_screen)
+            n["rejected"] += max(0, sum(1 for t in people if t is None) - sum(1 for m in names if m and m not in on_screen))
+    return n
+
+
+def frame_label_clashes(doc: dict) -> int:
+    """Frames where one label is on two faces."""
+    clashes = 0
+    for shot in doc["shots"]:
+        by_frame: dict[int, list[str]] = {}
+        for face in shot["faces"]:
+            by_frame.setdefault(face["frame"], []).append(face["name"])
+        clashes += sum(len(set(v)) != len(v) for v in by_frame.values())
+    return clashes
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=HERE / "out" / "identity")
+    parser.add_argument("--only-references", action="store_true", help="only the reference-photo sweep")
+    args = parser.parse_args(argv)
+    if not (FACES / "labels.json").is_file() or not (OPENFACE / "labels.json").is_file():
+        sys.exit(f"bench/identity.py: the real face photos are not at {SHARED}")
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    config = Config(shots=ShotConfig(max_shot_len=0.0), faces=FaceConfig(backend="dlib"),
+                    identity=IdentityConfig(min_confidence=0.0), workers=1, cache_dir=str(out / "cache"))
+    if args.only_references:
+        return bench_references(out, config)
+
+    t1 = package_photo("insightface", "data", "images", "t1.jpg")
+    astronaut = package_photo("skimage", "data", "astronaut.png")
+    package_cast = out / "package_cast"
+    if not package_cast.exists():
+        build_cast(t1, astronaut, package_cast)
+    L, C = "John Lennon", "Eric Clapton"
+    lookalike_cast = link_cast(out / "lookalike_cast", {L: [OPENFACE / "probes" / "lennon-2.jpg"],
+                                                        C: [OPENFACE / "cast" / C / "clapton-1.jpg"]})
+    sets = []   # (name, film, cast folder, truth per shot)
+    for name, shots, cast in (("faces", faces_set(), FACES / "cast"), ("openface", openface_set(), OPENFACE / "cast"),
+                              ("lookalike, member in film", lookalike_set(True), lookalike_cast),
+                              ("lookalike, member absent", lookalike_set(False), lookalike_cast)):
+        sets.append((name, film_of(shots, out / f"{name.split(',')[0]}{'' if 'absent' not in name else '_absent'}.mp4"),
+                     cast, [s.truth for s in shots]))
+    sample = out / "sample.mp4"
+    if not sample.exists():
+        make_film(film_spec(t1, astronaut, package_photo("skimage", "data", "rocket.jpg"),
+                            package_photo("skimage", "data", "coffee.png")), sample)
+    monica = "Monica"
+    sample_truth = [tuple(None if p == monica else p for p in shot.people)
+                    for shot in film_spec(t1, astronaut, t1, t1).shots]
+    sets.append(("sample", sample, package_cast, sample_truth))
+
+    docs = {}
+    for name, film, cast, truth in sets:
+        docs[name] = document(annotate(film, cast, config))
+        if len(docs[name]["shots"]) != len(truth):
+            sys.exit(f"bench/identity.py: {film}: {len(docs[name]['shots'])} shots found, {len(truth)} made")
+    no_cast = document(annotate(sample, None, config))
+
+    default = IdentityConfig.min_confidence
+    print(f"\nIdentity, dlib backend, --min-confidence {default} (bench/identity.py)\n")
+    print(f"{'set':28} {'cast app.':>9} {'recall':>7} {'wrong':>6} {'strangers':>9} {'rejected':>9} {'unaligned':>9} {'clashes':>7}")
+    for name, _, _, truth in sets:
+        n = score(docs[name], truth, default)
+        print(f"{name:28} {n['cast']:9d} {n['named'] / max(1, n['cast']):7.1%} {n['wrong']:6d} {n['strangers']:9d} "
+              f"{n['rejected'] / max(1, n['strangers']):9.1%} {n['unaligned']:9d} {frame_label_clashes(docs[name]):7d}")
+    labels = {n for s in no_cast["shots"] for n in s["names"]}
+    print(f"{'sample without a cast':28} people 7, labels {len(labels)}, unknown_count {no_cast['unknown_count']}, "
+          f"frames with a label on two faces: {frame_label_clashes(no_cast)}")
+
+    print("\nSweep over --min-confidence (all sets together)\n")
+    print(f"{'min-confidence':>14} {'recall':>7} {'wrong':>6} {'rejected':>9}")
+    for t in SWEEP:
+        total = dict(cast=0, named=0, wrong=0, strangers=0, rejected=0)
+        for name, _, _, truth in sets:
+            for k, v in score(docs[name], truth, t).items():
+                if k in total:
+                    total[k] += v
+        print(f"{t:14.1f} {total['named'] / total['cast']:7.1%} {total['wrong']:6d} "
+              f"{total['rejected'] / total['strangers']:9.1%}")
+    print("\nConfidence of each cast-named person (true / not on screen):")
+    for name, _, _, truth in sets:
+        rows = []
+        for shot, people in zip(docs[name]["shots"], truth):
+            for p in shot["people"]:
+                if p["in_cast"]:
+                    rows.append(f"{p['name'].split()[-1]}{'' if p['name'] in people else '(WRONG)'}:{p['confidence']:.2f}")
+        print(f"  {name}: {' '.join(sorted(set(rows)))}")
+    bench_references(out, config)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Progress of the long steps, reported through one callback: ``progress(step, done, total)``.
+
+The library only calls the callback (``step`` is "cast", "shots", "faces", "captions",
+"films", "speech", "thumbnails" or "suggest"; ``done`` and ``total`` count that step's units; ``total`` may grow while the step
+runs). ``Bars`` turns the calls into tqdm bars for the command line; ``None`` means silence.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from tqdm import tqdm
+
+Progress = Optional[Callable[[str, int, int], None]]
+
+UNITS = {"cast": "photo", "shots": "frame", "faces": "shot", "captions": "shot", "films": "film", "speech": "s",
+         "thumbnails": "frame", "suggest": "person"}
+
+
+def report(progress: Progress, step: str, done: int, total: int) -> None:
+    if progress is not None:
+        progress(step, done, total)
+
+
+class Bars:
+    """One tqdm bar per step, kept until ``close``; bars disable themselves when stderr is not a
+    terminal."""
+
+    def __init__(self, leave: bool = False):
+        self.leave = leave
+        self._bars: dict[str, tqdm] = {}
+
+    def __call__(self, step: str, done: int, total: int) -> None:
+        bar = self._bars.get(step)
+        if bar is not None and done < bar.n:      # the step starts again (the next film)
+            bar.close()
+            bar = None
+        if bar is None:
+            bar = self._bars[step] = tqdm(total=total, desc=step, unit=UNITS.get(step, "it"), leave=self.leave,
+                                          dynamic_ncols=True, disable=None)
+        if bar.total != total:
+            bar.total = total
+            bar.refresh()
+        bar.update(done - bar.n)
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+        self._bars.clear()

@@ -1,0 +1,164 @@
+"""Text tracks as people read them: SRT and WebVTT cues that follow subtitle conventions.
+
+Every track (captions, audio description) goes through ``layout``: a text is broken at word
+boundaries into lines of at most ``max_chars`` characters, at most ``max_lines`` lines a
+cue (a longer text becomes consecutive cues sharing its time), and every cue stays on
+screen for at least ``min_duration`` seconds; a cue that would start before the previous
+one ends is moved after it, so cues never overlap. The files themselves are written by
+the ``srt`` and ``webvtt`` libraries.
+"""
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Iterable, Sequence
+
+BREAK_AFTER = (",", ";", ":", ".", "!", "?")
+PUNCTUATION_BONUS = 6     # characters of imbalance a break after punctuation is worth
+
+
+@dataclass(frozen=True)
+class TrackStyle:
+    max_lines: int = 2
+    max_chars: int = 42
+    min_duration: float = 1.0    # seconds a cue stays on screen at least
+
+    def to_json(self) -> dict:
+        return {"max_lines": self.max_lines, "max_chars": self.max_chars, "min_duration": self.min_duration}
+
+
+@dataclass(frozen=True)
+class Cue:
+    start: float
+    end: float
+    text: str                    # lines joined by "\n"
+    identifier: str | None = None
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    # Words longer than a line are the only thing ever broken inside a word.
+    return textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False)
+
+
+def _balance(words: list[str], width: int) -> list[str]:
+    """Two lines as even as possible (a break after punctuation is preferred)."""
+    best, best_cost = None, None
+    for k in range(1, len(words)):
+        first, second = " ".join(words[:k]), " ".join(words[k:])
+        if len(first) > width or len(second) > width:
+            continue
+        cost = max(len(first), len(second)) - (PUNCTUATION_BONUS if first.endswith(BREAK_AFTER) else 0)
+        if best_cost is None or cost < best_cost:
+            best, best_cost = [first, second], cost
+    return best or _wrap(" ".join(words), width)
+
+
+def _lines(text: str, style: TrackStyle) -> list[str]:
+    lines = _wrap(text, style.max_chars)
+    if len(lines) == 2:
+        lines = _balance(text.split(), style.max_chars)
+    return lines
+
+
+# Costs of cutting a text into cues: a cue costs most (use as few as fit), then where it ends
+# (a sentence end is free, a clause end cheap, mid-clause dear), then unevenness.
+CUE_COST = 1000.0
+MID_CLAUSE_COST = 60.0
+CLAUSE_END_COST = 20.0
+
+
+def split_text(text: str, style: TrackStyle = TrackStyle()) -> list[str]:
+    """The cue texts for one text: each at most ``max_lines`` lines of at most ``max_chars``.
+
+    As few cues as the text needs, cut where a reader pauses (sentence ends, then clause
+    ends) and of similar lengths: a small dynamic programme over the word boundaries.
+    """
+    words = text.split()
+    if not words:
+        return []
+    room = style.max_lines * style.max_chars
+    n = len(words)
+    best = [0.0] + [float("inf")] * n      # best[j]: cost of words[:j]
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j - 1, -1, -1):
+            chunk = " ".join(words[i:j])
+            if len(chunk) > room:
+                break
+            if len(_wrap(chunk, style.max_chars)) > style.max_lines:
+                continue
+            end_cost = 0.0 if j == n or chunk.endswith((".", "!", "?")) else \
+                CLAUSE_END_COST if chunk.endswith((",", ";", ":")) else MID_CLAUSE_COST
+            cost = best[i] + CUE_COST + end_cost + ((room - len(chunk)) / 10) ** 2
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    chunks, j = [], n
+    while j > 0:
+        chunks.append(" ".join(words[cut[j]:j]))
+        j = cut[j]
+    return ["\n".join(_lines(chunk, style)) for chunk in reversed(chunks)]
+
+
+def needed_duration(text: str, style: TrackStyle, reading_speed: float) -> float:
+    """Seconds the cues of ``text`` need at ``reading_speed`` characters a second."""
+    return sum(max(style.min_duration, len(c.replace("\n", " ")) / reading_speed)
+               for c in split_text(text, style))
+
+
+def layout(items: Iterable[tuple[float, float, str, str | None]], style: TrackStyle = TrackStyle()) -> list[Cue]:
+    """Cues for (start, end, text, identifier) items in time order.
+
+    An item whose text needs several cues shares its time among them: each gets the
+    minimum duration (or an equal share of a shorter item), the rest goes by length.
+    """
+    cues: list[Cue] = []
+    previous_end = float("-inf")
+    for start, end, text, identifier in items:
+        chunks = split_text(text, style)
+        if not chunks:
+            continue
+        span = max(0.0, end - start)
+        base = min(style.min_duration, span / len(chunks))
+        weights = [len(c) for c in chunks]
+        t = start
+        for n, (chunk, weight) in enumerate(zip(chunks, weights)):
+            length = base + (span - base * len(chunks)) * weight / sum(weights)
+            cue_start = max(t, previous_end)
+            cue_end = max(t + length, cue_start + style.min_duration)
+            name = identifier if identifier is None or n == 0 else f"{identifier}-{n + 1}"
+            cues.append(Cue(round(cue_start, 3), round(cue_end, 3), chunk, name))
+            previous_end = cue_end
+            t += length
+    return cues
+
+
+def compose_srt(cues: Sequence[Cue]) -> str:
+    import srt
+
+    return srt.compose([srt.Subtitle(index=i, start=timedelta(seconds=c.start), end=timedelta(seconds=c.end),
+                                     content=c.text) for i, c in enumerate(cues, 1)], reindex=False)
+
+
+def compose_vtt(cues: Sequence[Cue]) -> str:
+    import webvtt
+
+    from .video import format_time
+
+    doc = webvtt.WebVTT()
+    for c in cues:
+        doc.captions.append(webvtt.Caption(format_time(c.start), format_time(c.end), c.text, identifier=c.identifier))
+    return doc.content
+
+
+def caption_cues(doc: dict, style: TrackStyle = TrackStyle()) -> list[Cue]:
+    """The caption track of an annotation document: one caption per shot."""
+    return layout(((s["start"], s["end"], s["caption"], f"shot-{s['index']}") for s in doc["shots"]), style)
+
+
+def render_srt(doc: dict, style: TrackStyle = TrackStyle()) -> str:
+    return compose_srt(caption_cues(doc, style))
+
+
+def render_vtt(doc: dict, style: TrackStyle = TrackStyle()) -> str:
+    return compose_vtt(caption_cues(doc, style))

@@ -84,9 +84,10 @@ def test_run_writes_a_published_checkpoint_a_log_and_the_skipped_samples(referen
 
 
 def test_the_engine_loads_the_trained_checkpoint(reference):
+    from movieid.config import EngineConfig
     from movieid.engines.ida_vlm import IdaVlmEngine
 
-    engine = IdaVlmEngine(str(reference[0]), device="cpu")
+    engine = IdaVlmEngine(EngineConfig(name="ida-vlm", model=str(reference[0]), device="cpu"))
     assert engine.model.variant == "base" and engine.model.config.hidden_size == 128
 
 

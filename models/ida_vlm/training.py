@@ -18,7 +18,7 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import InputError
 from .config import IMAGE_TOKENS
 from .generation import alpha_for
-from .language import positions_for
+from .language import Causal, inverse_frequencies, needs_logn, positions_for
 from .model import IdaVlm
 from .request import ROLES
 from .prompt import chat_prompt
@@ -204,7 +204,9 @@ def loss_terms(model: IdaVlm, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]
     length = batch.ids.shape[1]
     positions = torch.arange(length, device=batch.ids.device).expand(len(batch.ids), length)
     alphas = [alpha_for(model.config, n) for n in batch.prompt_lengths]
-    hidden = lm(embeds, positions_for(model.config, positions, alphas, embeds.dtype))
+    pos = positions_for(model.config, positions, inverse_frequencies(model.config, alphas, embeds.device),
+                        needs_logn(model.config, length - 1), embeds.dtype)
+    hidden = lm(embeds, pos, Causal())
     targets = batch.labels[:, 1:]
     keep = targets != IGNORE_INDEX
     logits = model.lm_head(hidden[:, :-1][keep]).float()  # only where there is a loss

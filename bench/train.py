@@ -165,7 +165,14 @@ def matmul_rate(device) -> float | None:
 def bench_mode(mode: str, args, device, peak: float | None, measured: float | None) -> list[dict]:
     model = build_model(args.tiny, device)
     config = model.config
-    module, trainable, optimizer = prepare(model, mode)
+    try:
+        module, trainable, optimizer = prepare(model, mode)
+    except torch.OutOfMemoryError:  # e.g. float32 master weights of a full tune on one GPU
+        print(f"{mode}: the model and its trainable float32 copy do not fit", flush=True)
+        del model
+        gc.collect()
+        torch.cuda.empty_cache()
+        return [{"mode": mode, "batch": 0, "oom": True}]
     rows = []
     for size in args.batches:
         try:

@@ -59,11 +59,11 @@ def mmid(benchmark, images_dir, predictions, model, variant, device, batch_size,
     progress = False if quiet else None
     if model:
         from movieid.models.ida_vlm import IdaVlm
-        from movieid.models.ida_vlm.images import to_rgb_array
+        from movieid.models.images import load_rgb
 
         vlm = IdaVlm.from_pretrained(model, variant=variant, device=device)
         answered, failed = answer_benchmark(model_answerer(vlm, max_new_tokens), bench, images_dir, predictions,
-                                            batch_size, to_rgb_array, progress)
+                                            batch_size, load_rgb, progress)
         if not quiet:
             click.echo(f"answered {answered} items" + (f", {failed} failed (see 'error' in {predictions})"
                                                        if failed else "") + f" -> {predictions}", err=True)

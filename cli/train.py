@@ -60,7 +60,7 @@ A killed run resumes from its last saved state when started again with the same 
 @click.option("--device", default=None, help="torch device (default: this process's GPU, else cpu).")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Processes loading images ahead of the GPU.")
-@click.option("--keep-state", is_flag=True, help="Keep the resume state after the run finishes.")
+@click.option("--keep-state", is_flag=True, help="Keep the resume state, with one of the last step, after the run.")
 @common
 def train(verbose, quiet, lora_targets, **options):
     """Fine-tune IDA-VLM on ID-reference conversations; write a checkpoint in the published layout."""

@@ -106,7 +106,7 @@ def test_bad_annotations_are_one_line_errors(reviewed, tmp_path):
     (tmp_path / "broken.json").write_text(json.dumps(broken))
     proc = run_cli("data", "from-annotations", tmp_path / "broken.json", "--film", film, "-o", tmp_path / "s.json")
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
-    assert "does not follow the annotation schema at shots/0: 'caption' is a required property" in proc.stderr
+    assert "annotation schema at shots/0: 'caption' is a required property" in proc.stderr
     other = json.loads(annotation.read_text())
     other["film"]["frame_count"] += 5
     (tmp_path / "other.json").write_text(json.dumps(other))

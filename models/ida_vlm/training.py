@@ -204,8 +204,8 @@ def loss_terms(model: IdaVlm, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]
     length = batch.ids.shape[1]
     positions = torch.arange(length, device=batch.ids.device).expand(len(batch.ids), length)
     alphas = [alpha_for(model.config, n) for n in batch.prompt_lengths]
-    inv_freq = inverse_frequencies(model.config, alphas, embeds.device)
-    pos = positions_for(model.config, positions, inv_freq, needs_logn(model.config, length - 1), embeds.dtype)
+    pos = positions_for(model.config, positions, inverse_frequencies(model.config, alphas, embeds.device),
+                        needs_logn(model.config, length - 1), embeds.dtype)
     hidden = lm(embeds, pos, Causal())
     targets = batch.labels[:, 1:]
     keep = targets != IGNORE_INDEX

@@ -12,8 +12,8 @@ def model_answerer(model, max_new_tokens: int):
     from ..models.ida_vlm.training import image_roles
 
     def answer_batch(pairs):
-        requests = [Request(item.question, tuple(RoleImage(image, role) for image, role
-                                                 in zip(images, image_roles(item.question))))
+        requests = [Request(item.question, tuple(RoleImage(image, role) for image, role in
+                                                 zip(images, image_roles(item.question))))
                     for item, images in pairs]
         return [answer.text for answer in model.generate(requests, max_new_tokens=max_new_tokens)]
     return answer_batch

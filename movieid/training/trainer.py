@@ -158,7 +158,8 @@ def _train(options: TrainOptions, processes: Processes, progress: bool | None) -
         return Summary(output, finished, finished, None, 0, already_done=True)
     sources = read_stage(options.data, options.data_root)
     per_source, problems = load_samples(sources, tokenizer, max_length, progress)
-    report_problems(problems, options.strict, output if processes.main else None)
+    if processes.main or options.strict:  # one warning per run, but every process stops under --strict
+        report_problems(problems, options.strict, output if processes.main else None)
     plan = Plan.make(options, sum(len(s) for s in per_source), processes.world)
     order = draw_order([len(s) for s in per_source], [s.weight for s in sources],
                        plan.steps * plan.batch_size, options.seed)
@@ -215,10 +216,12 @@ def _train(options: TrainOptions, processes: Processes, progress: bool | None) -
         if step + 1 < plan.steps and options.save_every and (step + 1) % options.save_every == 0:
             state.save(output, step + 1, module, optimizer, scheduler, processes)
     bar.close()
-    if start < plan.steps:  # the last state lets a kill during the export redo only the export
+    loader.close()  # ends the loader's worker processes
+    if options.keep_state and start < plan.steps:
         state.save(output, plan.steps, module, optimizer, scheduler, processes)
     files = export_checkpoint(module, model, options, folder, output, processes)
     if processes.main:
+        (output / state.STATE).mkdir(exist_ok=True)
         (output / state.STATE / state.FINISHED).write_text(json.dumps({"step": plan.steps}))
         if not options.keep_state:
             for _, path in state.saved_steps(output):

@@ -49,8 +49,8 @@ def _batch(model, faces_dir, samples=SAMPLES):
 
 
 def _requests(faces_dir, samples=SAMPLES):
-    return [Request(query, tuple(RoleImage(image, role) for image, role in zip(_photos(faces_dir, query),
-                                                                                 image_roles(query))))
+    return [Request(query, tuple(RoleImage(path, role) for path, role in zip(_photos(faces_dir, query),
+                                                                             image_roles(query))))
             for _, query, _ in samples]
 
 
@@ -181,7 +181,7 @@ def overfitted(small, faces_dir):
     model = with_zero_id_former(_load(small))
     set_full_tuning(model)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    losses = _overfit(model, faces_dir, SAMPLES, steps=30, lr=2e-3)
+    losses = _overfit(model, faces_dir, SAMPLES, steps=40, lr=5e-3)
     return model, before, losses
 
 
@@ -211,8 +211,8 @@ def test_lora_overfits_merges_and_saves_its_adapters(small, faces_dir, tmp_path)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".lora_" in n and n.startswith("transformer.h.") for n in trainable)
     assert any("mlp.w1.lora_A" in n for n in trainable) and not any("mlp.c_proj" in n for n in trainable)
-    losses = _overfit(model, faces_dir, SAMPLES[:2], steps=90, lr=1e-2)
-    assert losses[0] > 3 and losses[-1] < 0.25, losses
+    losses = _overfit(model, faces_dir, SAMPLES[:2], steps=70, lr=1e-2)
+    assert losses[0] > 3 and losses[-1] < 0.3, losses
     expected = [a.text for a in model.generate(_requests(faces_dir, SAMPLES[:2]), max_new_tokens=48)]
     assert expected == [answer for _, _, answer in SAMPLES[:2]]
 

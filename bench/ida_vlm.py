@@ -71,8 +71,14 @@ def random_model(variant: str, tokenizer: QwenTokenizer) -> IdaVlm:
     """Full-size architecture, bf16 weights drawn directly on the GPU."""
     with torch.device("meta"):
         model = IdaVlm(IdaVlmConfig.from_dict(FULL_CONFIG), tokenizer, with_id_former=variant == "idf")
-    model = model.to(torch.bfloat16).to_empty(device="cuda").eval().requires_grad_(False)
-    generator = torch.Generator(device="cuda").manual_seed(0)
+    return randomise(model, torch.bfloat16, torch.device("cuda")).eval()
+
+
+def randomise(model: IdaVlm, dtype: torch.dtype, device: torch.device) -> IdaVlm:
+    """A model built on meta, materialised on ``device`` with random weights (seed 0): biases 0,
+    norm weights 1, everything else N(0, 0.02)."""
+    model = model.to(dtype).to_empty(device=device).requires_grad_(False)
+    generator = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("bias"):

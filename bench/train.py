@@ -62,20 +62,12 @@ def build_model(tiny: bool, device: torch.device) -> IdaVlm:
         from ida_vlm import FULL_CONFIG, byte_level_tokenizer
 
         config, tokenizer = IdaVlmConfig.from_dict(FULL_CONFIG), byte_level_tokenizer()
+    from ida_vlm import randomise
+
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     with torch.device("meta"):
         model = IdaVlm(config, tokenizer)
-    model = model.to(dtype).to_empty(device=device).requires_grad_(False)
-    generator = torch.Generator(device=device).manual_seed(0)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("bias"):
-                param.zero_()
-            elif "ln_" in name and name.endswith("weight"):
-                param.fill_(1.0)
-            else:
-                param.normal_(0.0, 0.02, generator=generator)
-    return model
+    return randomise(model, dtype, device)
 
 
 def make_batch(model: IdaVlm, batch: int, n_images: int, seq_len: int, seed: int):

@@ -65,12 +65,21 @@ def check_window(images: Sequence[RoleImage]) -> tuple[RoleImage, ...]:
     if len(images) > MAX_IMAGES:
         raise IdaVlmError(f"a request holds at most {MAX_IMAGES} images (ID and test images together), "
                           f"got {len(images)}")
-    roles = [image.role for image in images]
+    check_roles([image.role for image in images])
+    return images
+
+
+def check_roles(roles: Sequence[str]) -> None:
+    """The order rules of one request's (or training sample's) images: known roles, general
+    images only among themselves, ID images before test images."""
+    roles = list(roles)
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise IdaVlmError(f"unknown image roles {unknown} (use 'id', 'test' or 'general')")
     if "general" in roles and set(roles) != {"general"}:
         raise IdaVlmError("general images cannot share a request with ID or test images")
     if "test" in roles and "id" in roles[roles.index("test"):]:
         raise IdaVlmError("ID images must precede test images")
-    return images
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from .config import IMAGE_TOKENS
 from .generation import alpha_for
 from .language import Causal, inverse_frequencies, needs_logn, positions_for
 from .model import IdaVlm
-from .request import ROLES
+from .request import check_roles
 from .prompt import chat_prompt
 from .tokenizer import IMG_END, IMG_START, QwenTokenizer
 
@@ -62,17 +62,6 @@ def image_roles(query: str) -> list[str]:
     if not any(is_id):
         return ["general"] * len(texts)
     return ["id" if flag else "test" for flag in is_id]
-
-
-def check_roles(roles: Sequence[str]) -> None:
-    """The inference model's rules for one request's images (general images alone, ID before test)."""
-    unknown = sorted(set(roles) - set(ROLES))
-    if unknown:
-        raise InputError(f"unknown image roles {unknown} (use 'id', 'test' or 'general')")
-    if "general" in roles and set(roles) != {"general"}:
-        raise InputError("general images cannot share a sample with ID or test images")
-    if "test" in roles and "id" in roles[list(roles).index("test"):]:
-        raise InputError("ID images must precede test images")
 
 
 def build_example(tokenizer: QwenTokenizer, turns: Sequence[tuple[str, str]],

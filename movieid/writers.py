@@ -10,6 +10,7 @@ together (``files.write_files``): a failure never leaves a half-written output, 
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -83,7 +84,9 @@ def check_outputs(paths: dict[str, Path], overwrite: bool) -> None:
         raise MovieIdError("output path is not a folder", out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_files({out_dir / ".movieid-write-test": b""}, replace=True)[0].unlink()
+        # a name of its own: two runs probing one folder at once must not delete each other's probe
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".movieid-write-test-"):
+            pass
     except OSError as exc:
         raise MovieIdError(f"output folder is not writable ({exc.strerror or exc})", out_dir) from None
     if not overwrite:

@@ -256,6 +256,21 @@ def test_an_output_that_appears_during_the_run_is_not_replaced(film, package_cas
     assert outputs(out) == [srt] and not temp_files(out)
 
 
+def test_runs_checking_one_output_folder_at_once_do_not_trip_each_other(tmp_path):
+    """Two runs start together: each probes that the folder is writable; neither may see the other's probe."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from movieid.writers import check_outputs, output_paths
+
+    def check(i: int) -> None:
+        for _ in range(200):
+            check_outputs(output_paths(tmp_path / "out", f"film{i}", ["srt"]), overwrite=False)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(check, range(4)))
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_two_runs_to_the_same_output_do_not_both_succeed(film, package_cast, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "MOVIEID_CACHE_DIR": str(tmp_path / "cache")}

@@ -1,6 +1,6 @@
 """Training-step benchmark of the native IDA-VLM at full size (random weights, no checkpoint), with
 the trainer's own code (``movieid.models.ida_vlm.training``): bf16 autocast, float32 master weights,
-gradient checkpointing on every LLM block, the frozen ViT without gradients, fused AdamW.
+gradient checkpointing on every LLM block or on ``--checkpoint-layers`` of them, the frozen ViT without gradients, fused AdamW.
 
 Each sample: 3 ID + 5 test images (448x448, 256 visual tokens each) in the published prompt,
 and an answer that fills the sequence to ``--seq-len`` (8 images alone take 8 x 258 = 2064 tokens, so
@@ -102,13 +102,13 @@ def model_flops(config: IdaVlmConfig, mode: str, n_images: int, tokens: int, lab
     return llm + n_images * (vit + (3 if full else 1) * resampler)
 
 
-def prepare(model: IdaVlm, mode: str):
+def prepare(model: IdaVlm, mode: str, checkpoint_layers: int | None):
     if mode == "lora":
         add_lora(model, lora_config(LORA_RANK, LORA_ALPHA, 0.05))
     else:
         set_full_tuning(model)
     master_weights_in_fp32(model)
-    enable_gradient_checkpointing(model)
+    enable_gradient_checkpointing(model, checkpoint_layers)
     module = LossModule(model).train()
     trainable = [p for p in module.parameters() if p.requires_grad]
     fused = next(module.parameters()).device.type == "cuda"
@@ -154,17 +154,19 @@ def matmul_rate(device) -> float | None:
     return 2 * 8192 ** 3 * 10 / (time.perf_counter() - start)
 
 
-def bench_mode(mode: str, args, device, peak: float | None, measured: float | None) -> list[dict]:
+def bench_mode(mode: str, layers: int | None, args, device, peak: float | None,
+               measured: float | None) -> list[dict]:
     model = build_model(args.tiny, device)
     config = model.config
+    checkpoint = config.num_hidden_layers if layers is None else min(layers, config.num_hidden_layers)
     try:
-        module, trainable, optimizer = prepare(model, mode)
+        module, trainable, optimizer = prepare(model, mode, layers)
     except torch.OutOfMemoryError:  # e.g. float32 master weights of a full tune on one GPU
         print(f"{mode}: the model and its trainable float32 copy do not fit", flush=True)
         del model
         gc.collect()
         torch.cuda.empty_cache()
-        return [{"mode": mode, "batch": 0, "oom": True}]
+        return [{"mode": mode, "checkpoint_layers": checkpoint, "batch": 0, "oom": True}]
     rows = []
     for size in args.batches:
         try:
@@ -175,7 +177,7 @@ def bench_mode(mode: str, args, device, peak: float | None, measured: float | No
                 torch.cuda.reset_peak_memory_stats()
             times = [step(module, trainable, optimizer, batch, device) for _ in range(args.repeat)]
         except torch.OutOfMemoryError:
-            rows.append({"mode": mode, "batch": size, "oom": True})
+            rows.append({"mode": mode, "checkpoint_layers": checkpoint, "batch": size, "oom": True})
             print(f"{mode}: batch {size} does not fit", flush=True)
             break
         finally:
@@ -186,7 +188,7 @@ def bench_mode(mode: str, args, device, peak: float | None, measured: float | No
         seconds = statistics.median(times)
         tokens = len(example.ids)
         flops = size * model_flops(config, mode, args.images, tokens, example.n_labels)
-        row = {"mode": mode, "batch": size, "tokens_per_sample": tokens, "images": args.images,
+        row = {"mode": mode, "checkpoint_layers": checkpoint, "batch": size, "tokens_per_sample": tokens, "images": args.images,
                "step_s": seconds, "tokens_per_s": size * tokens / seconds, "model_tflops": flops / 1e12,
                "achieved_tflop_s": flops / seconds / 1e12,
                "mfu": flops / seconds / peak if peak else None,
@@ -203,10 +205,10 @@ def bench_mode(mode: str, args, device, peak: float | None, measured: float | No
 
 def _line(row: dict) -> str:
     if row.get("oom"):
-        return f"| {row['mode']} | {row['batch']} | does not fit | | | | | |"
+        return f"| {row['mode']} | {row['checkpoint_layers']} | {row['batch']} | does not fit | | | | | |"
     pct = lambda v: "" if v is None else f"{100 * v:.1f} %"  # noqa: E731
     peak = "" if row["peak_gib"] is None else f"{row['peak_gib']:.1f} GiB"
-    return (f"| {row['mode']} | {row['batch']} | {row['tokens_per_sample']} | {row['step_s']:.3f} | "
+    return (f"| {row['mode']} | {row['checkpoint_layers']} | {row['batch']} | {row['tokens_per_sample']} | {row['step_s']:.3f} | "
             f"{row['tokens_per_s']:.0f} | {peak} | {row['achieved_tflop_s']:.1f} | {pct(row['mfu'])} | "
             f"{pct(row['of_measured_matmul'])} |")
 
@@ -217,6 +219,9 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=None,
                         help="batch sizes tried in order, a mode stopping at the first that does not fit "
                              "(default 1 2 4 8 16 32 64; --tiny: 1 2)")
+    parser.add_argument("--checkpoint-layers", nargs="+", default=["all"],
+                        help="LLM blocks recomputed in backward, one run per value: 'all' or a number "
+                             "(0: no gradient checkpointing)")
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=2048)
     parser.add_argument("--repeat", type=int, default=3)
@@ -236,15 +241,17 @@ def main() -> None:
     measured = matmul_rate(device)
     machine = f"{name}, torch {torch.__version__}, python {platform.python_version()}"
     print(f"machine: {machine}" + (f"; 8192^3 bf16 matmul {measured / 1e12:.0f} TFLOP/s" if measured else ""))
-    print("\n| mode | batch | tokens/sample | step s | tokens/s | peak memory | model TFLOP/s | MFU | of matmul |\n"
-          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
-    rows = [row for mode in args.modes for row in bench_mode(mode, args, device, peak, measured)]
+    print("\n| mode | checkpointed layers | batch | tokens/sample | step s | tokens/s | peak memory | model TFLOP/s | MFU | of matmul |\n"
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
+    layers = [None if v == "all" else int(v) for v in args.checkpoint_layers]
+    rows = [row for mode in args.modes for n in layers for row in bench_mode(mode, n, args, device, peak, measured)]
     for mode in args.modes:
         fits = [r for r in rows if r["mode"] == mode and not r.get("oom")]
         if fits:
-            best = max(fits, key=lambda r: r["batch"])
+            best = max(fits, key=lambda r: r["tokens_per_s"])
             mfu = "" if best["mfu"] is None else f", MFU {100 * best['mfu']:.1f} %"
-            print(f"{mode}: largest batch that fits {best['batch']}: {best['tokens_per_s']:.0f} tokens/s{mfu}")
+            print(f"{mode}: fastest: batch {best['batch']}, {best['checkpoint_layers']} layers checkpointed: "
+                  f"{best['tokens_per_s']:.0f} tokens/s{mfu}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"machine": machine, "matmul_tflop_s": measured and measured / 1e12,

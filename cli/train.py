@@ -56,7 +56,9 @@ A killed run resumes from its last saved state when started again with the same 
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder that image paths are relative to (default: each JSON file's folder).")
 @click.option("--strict", is_flag=True, help="Fail on any bad sample instead of leaving it out.")
-@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=True, show_default=True)
+@click.option("--checkpoint-layers", type=click.IntRange(min=0), default=None,
+              help="Recompute only the first N LLM blocks in the backward pass (default: all; 0: none). "
+                   "Fewer is faster and takes more memory.")
 @click.option("--device", default=None, help="torch device (default: this process's GPU, else cpu).")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Processes loading images ahead of the GPU.")

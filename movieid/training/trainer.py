@@ -68,7 +68,7 @@ class TrainOptions:
     seed: int = 0
     data_root: Path | None = None
     strict: bool = False
-    gradient_checkpointing: bool = True
+    checkpoint_layers: int | None = None  # LLM blocks recomputed in backward: None all, 0 none
     device: str | None = None
     workers: int = 2
     keep_state: bool = False
@@ -269,8 +269,7 @@ def _prepare_model(options: TrainOptions, folder: Path, processes: Processes) ->
         model.float()  # FSDP shards float32 master weights; compute is gathered in bf16 on GPUs
     else:
         master_weights_in_fp32(model)
-    if options.gradient_checkpointing:
-        enable_gradient_checkpointing(model)
+    enable_gradient_checkpointing(model, options.checkpoint_layers)
     return model
 
 

@@ -3,6 +3,8 @@ prompt, the training forward against the inference forward, overfitting a handfu
 samples (full tuning and LoRA), the ID-Former started from base, and saving in the published layout."""
 from __future__ import annotations
 
+import functools
+
 import dataclasses
 import json
 from pathlib import Path
@@ -131,19 +133,22 @@ def test_training_forward_matches_inference_logits(request, model_name, faces_di
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(small, faces_dir):
+    """No checkpointing, every block, and only the first block: the same gradients."""
     grads = []
-    for checkpointing in (False, True):
+    for layers in (0, None, 1):
         model = _load(small)
         set_full_tuning(model)
-        if checkpointing:
-            enable_gradient_checkpointing(model)
+        enable_gradient_checkpointing(model, layers)
+        wrapped = [isinstance(b.forward, functools.partial) for b in model.transformer.h]
+        assert sum(wrapped) == (len(wrapped) if layers is None else layers) and wrapped[0] == (layers != 0)
         _, batch = _batch(model, faces_dir, SAMPLES[:2])
         loss, count = loss_terms(model, batch)
         (loss / count).backward()
         grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
-    assert grads[0].keys() == grads[1].keys()
-    for name in grads[0]:
-        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6, msg=name)
+    for other in grads[1:]:
+        assert other.keys() == grads[0].keys()
+        for name in grads[0]:
+            torch.testing.assert_close(other[name], grads[0][name], rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_full_tuning_trains_all_but_the_vit():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
@@ -79,22 +80,22 @@ def _shot_filter(shot: ShotSpec, width: int, height: int, fps: int) -> str:
     return ",".join(steps)
 
 
-def make_film(spec: FilmSpec, out: str | Path) -> Path:
-    """Render ``spec`` to ``out`` (H.264 in the container the suffix names)."""
+def make_film(spec: FilmSpec, out: str | Path, jobs: int = 1) -> Path:
+    """Render ``spec`` to ``out`` (H.264 in the container the suffix names); ``jobs`` shots are
+    encoded at once (each by its own ffmpeg), then joined without re-encoding."""
     out = Path(out)
     if not shutil.which("ffmpeg"):
         raise RuntimeError("ffmpeg is not installed")
     with tempfile.TemporaryDirectory(prefix="movieid-film-") as tmp:
-        parts = []
-        for i, shot in enumerate(spec.shots):
-            part = Path(tmp) / f"shot{i:04d}.mp4"
-            cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-loop", "1", "-framerate", str(spec.fps),
-                   "-i", str(shot.image), "-vf", _shot_filter(shot, spec.width, spec.height, spec.fps),
-                   "-frames:v", str(shot.frames), "-r", str(spec.fps), "-c:v", "libx264",
-                   "-preset", spec.preset, "-crf", str(spec.crf), "-g", str(spec.keyint),
-                   "-bf", "2", "-video_track_timescale", str(spec.fps * 512), str(part)]
-            subprocess.run(cmd, check=True)
-            parts.append(part)
+        parts = [Path(tmp) / f"shot{i:04d}.mp4" for i in range(len(spec.shots))]
+        cmds = [["ffmpeg", "-nostdin", "-v", "error", "-y", "-loop", "1", "-framerate", str(spec.fps),
+                 "-i", str(shot.image), "-vf", _shot_filter(shot, spec.width, spec.height, spec.fps),
+                 "-frames:v", str(shot.frames), "-r", str(spec.fps), "-c:v", "libx264",
+                 "-preset", spec.preset, "-crf", str(spec.crf), "-g", str(spec.keyint),
+                 "-bf", "2", "-video_track_timescale", str(spec.fps * 512), str(part)]
+                for shot, part in zip(spec.shots, parts)]
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            list(pool.map(lambda cmd: subprocess.run(cmd, check=True), cmds))
         listing = Path(tmp) / "parts.txt"
         listing.write_text("".join(f"file '{p}'\n" for p in parts))
         tmp_out = Path(tmp) / f"film{out.suffix or '.mp4'}"

@@ -6,6 +6,7 @@ runs). ``Bars`` turns the calls into tqdm bars for the command line; ``None`` me
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable, Optional
 
 from tqdm import tqdm
@@ -46,3 +47,15 @@ class Bars:
         for bar in self._bars.values():
             bar.close()
         self._bars.clear()
+
+
+def serialised(progress: Progress) -> Progress:
+    """``progress`` callable from several threads (one call at a time)."""
+    if progress is None:
+        return None
+    lock = threading.Lock()
+
+    def call(step: str, done: int, total: int) -> None:
+        with lock:
+            progress(step, done, total)
+    return call

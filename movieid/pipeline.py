@@ -32,7 +32,7 @@ from .engines.base import ENGINE_FRAME_SIDE
 from .face_stage import analyse_faces, face_pool
 from .faces import FaceBackend, load_backend
 from .identity import identify
-from .progress import Progress, report, serialised
+from .progress import Progress, report
 from .records import Cast, Film, FilmAnnotation, ShotAnnotation, ShotPeople, Window
 from .scan import scan_film
 from .video import FrameReader, fit_size, probe
@@ -64,7 +64,6 @@ def annotate(film: str | Path | Film, cast_dir: str | Path | None = None, config
         with face_pool(config, backend) as pool:
             analysis = analyse(film, cast, backend, config, pool, progress)
         return caption(analysis, engine, progress)
-    progress = serialised(progress)                # the caption thread reports too
     with Answers(film, cast, engine, progress) as answers:
         with face_pool(config, backend) as pool:
             analysis = analyse(film, cast, backend, config, pool, progress, on_window=lambda w: answers.add([w]))

@@ -54,12 +54,13 @@ class FilmAnalysis:
 
 
 def annotate(film: str | Path | Film, cast_dir: str | Path | None = None, config: Config = Config(),
-             progress: Progress = None) -> FilmAnnotation:
-    """Annotate one film with the cast in ``cast_dir`` (none: everyone is an Unknown)."""
+             progress: Progress = None, engine: Engine | None = None) -> FilmAnnotation:
+    """Annotate one film with the cast in ``cast_dir`` (none: everyone is an Unknown); ``engine``:
+    one already loaded (else ``config.engine``'s is loaded)."""
     film = film if isinstance(film, Film) else probe(film)
     backend = load_backend(config.faces.backend, config.faces.models)
     cast = cast_for(cast_dir, backend, config, progress)
-    engine = load_engine(config.engine)            # a bad model fails before the long analysis
+    engine = engine or load_engine(config.engine)  # a bad model fails before the long analysis
     if not engine.needs_pixels or engine.names_in_prompt:
         with face_pool(config, backend) as pool:
             analysis = analyse(film, cast, backend, config, pool, progress)

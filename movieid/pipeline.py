@@ -130,8 +130,8 @@ class Answers:
     (little is left to answer when the analysis ends) and fills its batches when it is the
     slower one. The thread holds the engine (``start`` and ``answer`` run there) and reads the
     test frames. Leaving the ``with`` block early (Ctrl-C, SIGTERM, an error) stops it at the
-    next batch boundary and waits for it, so nothing runs on after the run; an error in the
-    thread is raised in the caller's thread, at the next ``add`` or at ``wait``.
+    next batch boundary and waits for it (a batch cannot be cut), so nothing runs on after the
+    run; an error in the thread is raised in the caller's thread, at the next ``add`` or at ``wait``.
     """
 
     def __init__(self, film: Film, cast: Cast, engine: Engine, progress: Progress = None):
@@ -142,7 +142,9 @@ class Answers:
         self._closed = self._stopped = False
         self._error: BaseException | None = None
         self._changed = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="captions")
+        # A daemon, so that even a thread never stopped (a signal before the ``with``) cannot keep
+        # the interpreter alive; ``stop`` is what ends it.
+        self._thread = threading.Thread(target=self._run, name="captions", daemon=True)
         self._thread.start()
 
     def add(self, windows: Sequence[Window], people: Sequence[ShotPeople] | None = None) -> None:
@@ -163,10 +165,18 @@ class Answers:
         return self._answers
 
     def stop(self) -> None:
+        """Stop after the batch being answered; a Ctrl-C or SIGTERM meanwhile is raised after it."""
         with self._changed:
             self._stopped = True
             self._changed.notify()
-        self._thread.join()
+        arrived = None
+        while self._thread.is_alive():
+            try:
+                self._thread.join()
+            except BaseException as exc:  # raised by a signal handler: the thread must end first
+                arrived = exc
+        if arrived is not None:
+            raise arrived
 
     def __enter__(self) -> "Answers":
         return self

@@ -142,6 +142,10 @@ class Answers:
         self._closed = self._stopped = False
         self._error: BaseException | None = None
         self._changed = threading.Condition()
+        # Waited on instead of ``Thread.join``: a join that Ctrl-C interrupts marks the thread as
+        # stopped while it still runs (CPython 3.11), and a thread left in torch when the
+        # interpreter exits aborts the process.
+        self._finished = threading.Event()
         # A daemon, so that even a thread never stopped (a signal before the ``with``) cannot keep
         # the interpreter alive; ``stop`` is what ends it.
         self._thread = threading.Thread(target=self._run, name="captions", daemon=True)
@@ -160,7 +164,7 @@ class Answers:
         with self._changed:
             self._closed = True
             self._changed.notify()
-        self._thread.join()
+        self._finished.wait()
         self._raise_error()
         return self._answers
 
@@ -170,9 +174,9 @@ class Answers:
             self._stopped = True
             self._changed.notify()
         arrived = None
-        while self._thread.is_alive():
+        while not self._finished.is_set():
             try:
-                self._thread.join()
+                self._finished.wait()
             except BaseException as exc:  # raised by a signal handler: the thread must end first
                 arrived = exc
         if arrived is not None:
@@ -213,6 +217,7 @@ class Answers:
         finally:
             if reader is not None:
                 reader.close()
+            self._finished.set()
 
     def _answer(self, reader: FrameReader | None, batch: list[tuple[Window, ShotPeople | None]]) -> list[str]:
         pixels = _test_frames(reader, [w for w, _ in batch]) if reader is not None else {}

@@ -123,6 +123,52 @@ def test_an_engine_error_during_the_analysis_is_one_line(cardgame, package_cast,
     assert_clean(run, 1, "exceeds the model's context of 200 tokens", out=out)
 
 
+def test_ctrl_c_during_a_batch_stops_the_caption_thread_after_it(cardgame, package_cast, tiny_model, tmp_path,
+                                                                  monkeypatch):
+    """Ctrl-C comes while the thread answers its second batch (of one window): that batch ends,
+    no other starts, the thread and the face workers are gone when annotate returns (here, in
+    this process; the command line's exit is the next test's)."""
+    import dataclasses
+    import os
+
+    from movieid.engines.ida_vlm import IdaVlmEngine
+    from movieid.pipeline import annotate
+
+    from .helpers.processes import descendants, wait_gone
+
+    batches, running = [], []
+    answer = IdaVlmEngine.answer
+
+    def counted(self, requests):
+        batches.append(1)
+        running.append(1)
+        try:
+            return answer(self, requests)
+        finally:
+            running.pop()
+    monkeypatch.setattr(IdaVlmEngine, "answer", counted)
+
+    config = _config(tmp_path, tiny_model).replace(workers=2)
+    config = config.replace(engine=dataclasses.replace(config.engine, batch_size=1))
+    captions: list[int] = []
+    children: set[int] = set()
+
+    def progress(step, done, total):
+        children.update(pid for pid in descendants(os.getpid()) if workers({pid}))   # not the resource tracker
+        if step == "captions":
+            captions.append(done)
+            if done == 1:
+                os.kill(os.getpid(), signal.SIGINT)      # as a terminal's Ctrl-C
+    with pytest.raises(KeyboardInterrupt):
+        annotate(cardgame[0], package_cast, config, progress)
+    assert not running                                    # the batch under way ended before annotate returned
+    assert captions == [1] and len(batches) <= 2          # ... unreported, and no other began
+    for thread in [t for t in threading.enumerate() if t.name == "captions"]:
+        thread.join(WAIT_S)
+        assert not thread.is_alive()
+    assert children and not wait_gone(children)
+
+
 @pytest.mark.parametrize("sig, group, line, code", SIGNALS, ids=["ctrl-c", "sigterm"])
 def test_a_signal_while_captions_overlap_the_analysis(cardgame, package_cast, tiny_model, tmp_path, sig, group,
                                                       line, code):

@@ -3,6 +3,7 @@
     python bench/film.py                                     # one CUDA GPU: 10-minute 720p film, full-size model
     python bench/film.py --film F.mp4 --cast cast/ --json r.json   # a film and cast built elsewhere
     python bench/film.py --tiny --minutes 0.3 --device cpu   # CPU smoke run of the same code
+    python bench/film.py --build-only                        # film, cast and cache only (to carry to a GPU)
 
 Builds once (into --out, with ``movieid.filmmaker``) a 1280x720 film of bench/pipeline.py's
 shots (the sample film's people: close-ups, group shots, some with nobody) and their cast. The
@@ -37,7 +38,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-RUNTIME_MODULES = ("dlib", "face_recognition_models", "decord", "ffmpeg", "cv2", "scenedetect", "onnxruntime")
+RUNTIME_MODULES = ("dlib", "face_recognition_models", "decord", "ffmpeg", "cv2", "scenedetect", "onnxruntime", "PIL",
+                   "tqdm", "tiktoken", "safetensors")
 WARMUP_WINDOWS = 8
 TARGET = 1.2
 
@@ -59,18 +61,20 @@ def environment() -> dict:
 
 
 def film_and_cast(args) -> tuple[Path, Path]:
-    """``--film``/``--cast`` as given, else bench/pipeline.py's film and the sample cast, built once."""
-    from pipeline import bench_spec
-
-    from movieid.filmmaker import make_film
-    from sample_videos.build_sample import build_cast, package_photo
-
+    """``--film``/``--cast`` as given, else bench/pipeline.py's film and the sample cast, built once
+    (from photos inside installed packages: insightface, scikit-image)."""
     cast = args.cast or args.out / "cast"
     if args.cast is None and not cast.is_dir():
+        from sample_videos.build_sample import build_cast, package_photo
+
         build_cast(package_photo("insightface", "data", "images", "t1.jpg"),
                    package_photo("skimage", "data", "astronaut.png"), cast)
     film = args.film or args.out / f"bench_{args.minutes:g}min_720p.mp4"
     if args.film is None and not film.is_file():
+        from pipeline import bench_spec
+
+        from movieid.filmmaker import make_film
+
         print(f"building {film} ...", file=sys.stderr, flush=True)
         make_film(bench_spec(args.minutes), film)
     return film, cast
@@ -112,7 +116,31 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64, help="longest caption in tokens (annotate's default)")
     parser.add_argument("--tiny", action="store_true", help="the tiny test architecture (CPU smoke run)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--build-only", action="store_true",
+                        help="build the film and cast and fill the cache (no GPU), to carry them elsewhere")
     args = parser.parse_args()
+
+    tools = environment()
+    args.out.mkdir(parents=True, exist_ok=True)
+    cache = args.cache_dir or Path(os.environ.get("MOVIEID_CACHE_DIR") or args.out / "cache")
+    os.environ["MOVIEID_CACHE_DIR"] = str(cache)        # the face workers' dlib ONNX network lives there too
+    film_path, cast_dir = film_and_cast(args)
+
+    from movieid.config import Config, EngineConfig, FaceConfig
+    from movieid.faces import load_backend
+    from movieid.pipeline import cast_for
+
+    faces_only = Config(faces=FaceConfig(backend="dlib"), workers=args.workers, cache_dir=str(cache))
+    backend = load_backend("dlib")                      # converts dlib's network to ONNX once, into the cache
+    cast_for(cast_dir, backend, faces_only)             # fills the embedding cache: not timed
+    onnx = getattr(backend, "_onnx", None) is not None
+    if args.build_only:
+        for path in (film_path, cast_dir, cache):
+            size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) if path.is_dir() \
+                else path.stat().st_size
+            print(f"{path}: {size / 2**20:.1f} MiB")
+        print(f"dlib descriptors: {'onnxruntime' if onnx else 'dlib (no onnx/onnxruntime)'}")
+        return
 
     import torch
 
@@ -120,30 +148,20 @@ def main() -> None:
         sys.exit("bench/film.py needs a CUDA GPU (or --tiny --device cpu for a smoke run)")
     if not args.tiny and not args.device.startswith("cuda"):
         sys.exit("the full-size model needs a CUDA GPU (--tiny for the CPU)")
-    tools = environment()
-    args.out.mkdir(parents=True, exist_ok=True)
-    cache = args.cache_dir or Path(os.environ.get("MOVIEID_CACHE_DIR") or args.out / "cache")
-    os.environ["MOVIEID_CACHE_DIR"] = str(cache)        # the face workers' dlib ONNX network lives there too
-    film_path, cast_dir = film_and_cast(args)
 
     from train import build_model
 
-    from movieid.config import Config, EngineConfig, FaceConfig
     from movieid.engines.ida_vlm import IdaVlmEngine
     from movieid.face_stage import face_pool
-    from movieid.faces import load_backend
-    from movieid.pipeline import analyse, annotate, caption, cast_for
+    from movieid.pipeline import analyse, annotate, caption
     from movieid.video import probe
 
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    config = Config(faces=FaceConfig(backend="dlib"), workers=args.workers, cache_dir=str(cache),
-                    engine=EngineConfig(name="ida-vlm", model="random weights (bench/film.py)", device=args.device,
-                                        batch_size=args.batch_size, max_new_tokens=args.new_tokens))
+    config = faces_only.replace(engine=EngineConfig(name="ida-vlm", model="random weights (bench/film.py)",
+                                                    device=args.device, batch_size=args.batch_size,
+                                                    max_new_tokens=args.new_tokens))
     film = probe(film_path)
-    backend = load_backend("dlib")
-    cast_for(cast_dir, backend, config)                 # fills the embedding cache: not timed
-    onnx = getattr(backend, "_onnx", None) is not None
     machine = (f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'CPU'}, "
                f"{os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}")
     print(f"machine: {machine}\nfilm: {film.path} ({film.width}x{film.height}, {film.duration:.0f} s, reader "

@@ -205,7 +205,7 @@ def main() -> None:
     ratio = whole_s / max(analysis_s, caption_s)
     rows = [("(1) analysis alone", analysis_s, shots), ("(2) captioning alone", caption_s, shots),
             ("(3) annotate, captions overlapping the analysis", whole_s, len(whole.shots))]
-    print(f"\n| run | seconds | shots | shots/s |\n| --- | ---: | ---: | ---: |")
+    print("\n| run | seconds | shots | shots/s |\n| --- | ---: | ---: | ---: |")
     for name, seconds, count in rows:
         print(f"| {name} | {seconds:.1f} | {count} | {count / seconds:.2f} |")
     print(f"\n(3) / max((1), (2)) = {ratio:.2f} (target <= {TARGET}: {'met' if ratio <= TARGET else 'NOT met'}); "

@@ -102,6 +102,8 @@ def test_captions_start_during_the_analysis_and_equal_captions_after_it(cardgame
 
 def test_an_empty_answer_is_the_faces_caption_with_the_film_wide_names(cardgame, package_cast, silent_model,
                                                                         tmp_path):
+    """The model's answers (NUL bytes, cleaned away) come before the film's names are decided; the
+    captions written for them are the faces engine's, from the film-wide people."""
     from movieid.pipeline import annotate
 
     path, _, expected = cardgame

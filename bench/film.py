@@ -16,9 +16,10 @@ processes:
 (2) captioning alone: ``pipeline.caption`` of that analysis;
 (3) the whole ``pipeline.annotate``, captions overlapping the analysis.
 
-Target: (3) <= 1.2 x max((1), (2)). Also printed: when (3) gave its first caption and when its
-analysis ended, and how many of its captions equal (2)'s (batches differ; on a GPU in bf16 a
-different batch may change the last bits, and so a greedy answer).
+Target: (3) <= 1.2 x max((1), (2)). Also printed: the seconds (2) and (3) spent reading test frames
+(``FrameReader.read``, decoding in the main process) and in the model (``engine.answer``), when (3)
+gave its first caption and when its analysis ended, and how many of its captions equal (2)'s
+(batches differ; on a GPU in bf16 a different batch may change the last bits, and so a greedy answer).
 """
 from __future__ import annotations
 
@@ -100,6 +101,21 @@ class Timeline:
         return max((d for t, s, d, _ in self.events if s == step and t <= when), default=0)
 
 
+def clocked(fn, label: str, spent: dict[str, float]):
+    """``fn`` adding its seconds to ``spent[label]`` (calls from any thread)."""
+    def timed(*args, **kwargs):
+        begin = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[label] = spent.get(label, 0.0) + time.perf_counter() - begin
+    return timed
+
+
+def parts(spent: dict[str, float]) -> str:
+    return ", ".join(f"{label} {seconds:.1f} s" for label, seconds in spent.items()) or "-"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the film built (default 10)")
@@ -154,7 +170,7 @@ def main() -> None:
     from movieid.engines.ida_vlm import IdaVlmEngine
     from movieid.face_stage import face_pool
     from movieid.pipeline import analyse, annotate, caption
-    from movieid.video import probe
+    from movieid.video import FrameReader, probe
 
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -177,10 +193,17 @@ def main() -> None:
 
     def timed(fn):
         sync()
+        spent.clear()
         begin = time.perf_counter()
         value = fn()
         sync()
         return time.perf_counter() - begin, value
+
+    # Where the caption thread's time goes: reading test frames (FrameReader.read, decoding in this
+    # process) and the model (engine.answer).
+    spent: dict[str, float] = {}
+    for owner, name in ((FrameReader, "read"), (IdaVlmEngine, "answer")):
+        setattr(owner, name, clocked(getattr(owner, name), f"{owner.__name__}.{name}", spent))
 
     def analysis_alone():
         backend = load_backend("dlib")
@@ -195,10 +218,12 @@ def main() -> None:
     timed(lambda: caption(dataclasses.replace(analysis, shots=analysis.shots[:few], windows=analysis.windows[:few]),
                           engine))
     caption_s, alone = timed(lambda: caption(analysis, engine))
-    print(f"(2) captioning alone: {caption_s:.1f} s", flush=True)
+    caption_parts = dict(spent)
+    print(f"(2) captioning alone: {caption_s:.1f} s ({parts(caption_parts)})", flush=True)
     timeline = Timeline()
     whole_s, whole = timed(lambda: annotate(film, cast_dir, config, timeline, engine=engine))
-    print(f"(3) annotate, overlapped: {whole_s:.1f} s", flush=True)
+    whole_parts = dict(spent)
+    print(f"(3) annotate, overlapped: {whole_s:.1f} s ({parts(whole_parts)})", flush=True)
 
     analysis_end = timeline.last("faces") or whole_s
     same = sum(a.caption == b.caption for a, b in zip(alone.shots, whole.shots))
@@ -223,6 +248,7 @@ def main() -> None:
             "analysis_s": analysis_s, "caption_s": caption_s, "annotate_s": whole_s, "ratio": ratio,
             "target": TARGET, "first_caption_s": first, "analysis_done_s": analysis_end,
             "captioned_by_analysis_end": timeline.done_by("captions", analysis_end), "same_captions": same,
+            "caption_parts_s": caption_parts, "annotate_parts_s": whole_parts,
             "events": timeline.events}, indent=2))
 
 

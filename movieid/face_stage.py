@@ -4,7 +4,8 @@ Shots arrive from the decoding pass (``scan.scan_film``) as they close and go to
 workers in small tasks: a few consecutive shots with the candidate frames the pass kept (as
 YUV, half the bytes of RGB); a candidate it did not keep (in a shot shorter than the pass's
 step) is read from the file. With more than two tasks per worker in flight the pass waits,
-so memory stays flat when faces are slower than decoding.
+so memory stays flat when faces are slower than decoding. Analysed shots come back in order,
+each as soon as its task is done, so the caption engine can start on them (``pipeline``).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import collections
 import os
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -118,28 +119,32 @@ def face_pool(config: Config, backend: FaceBackend) -> WorkerPool:
 
 
 def analyse_faces(scanned: Iterable[ScannedShot], film: Film, size: tuple[int, int], min_face: float,
-                  pool: WorkerPool, on_shot: Callable[[int, int], None] | None = None) -> list[ShotFaces]:
-    """Every scanned shot's keyframes, faces and tracks, in order; tasks overlap the scan."""
+                  pool: WorkerPool, on_shot: Callable[[int, int], None] | None = None) -> Iterator[ShotFaces]:
+    """Every scanned shot's keyframes, faces and tracks, in order, each as soon as its task is
+    done (so later stages can start on the first shots); tasks overlap the scan."""
     pending: list[ScannedShot] = []
-    in_flight: collections.deque[tuple[Future, int]] = collections.deque()
-    results: list[ShotFaces] = []
-    submitted = 0
+    in_flight: collections.deque[Future] = collections.deque()
+    done = submitted = 0
 
-    def flush(final: bool = False) -> None:
+    def finished(final: bool) -> Iterator[ShotFaces]:
+        nonlocal done
+        while in_flight and (len(in_flight) > 2 * pool.processes or final or in_flight[0].done()):
+            shots = result(in_flight.popleft())
+            done += len(shots)
+            if on_shot is not None:
+                on_shot(done, submitted)
+            yield from shots
+
+    def flush(final: bool = False) -> Iterator[ShotFaces]:
         nonlocal submitted
         if pending and (final or len(pending) >= TASK_SHOTS
                         or pending[-1].shot.end - pending[0].shot.start >= TASK_SECONDS):
-            in_flight.append((pool.submit(_analyze, FaceTask(film, size, min_face, tuple(pending))), len(pending)))
+            in_flight.append(pool.submit(_analyze, FaceTask(film, size, min_face, tuple(pending))))
             submitted += len(pending)
             pending.clear()
-        while in_flight and (len(in_flight) > 2 * pool.processes or final or in_flight[0][0].done()):
-            future, _ = in_flight.popleft()
-            results.extend(result(future))
-            if on_shot is not None:
-                on_shot(len(results), submitted)
+        yield from finished(final)
 
     for shot in scanned:
         pending.append(shot)
-        flush()
-    flush(final=True)
-    return results
+        yield from flush()
+    yield from flush(final=True)

@@ -134,8 +134,7 @@ def identify(shots: list[ShotFaces], cast: Cast, threshold: float,
     keys = [(s, k) for s, shot in enumerate(shots)
             for k in sorted(range(len(shot.tracks)), key=lambda k: shot.tracks[k].center_x)]
     tracks = [shots[s].tracks[k] for s, k in keys]
-    face_sims = {key: np.stack([cast.similarities(f.embedding) for f in track.faces])
-                 for key, track in zip(keys, tracks)}
+    face_sims = {key: cast.track_similarities(track) for key, track in zip(keys, tracks)}
     apart = _sharing_a_frame(shots, keys)
     clusters = cluster_tracks(np.stack([t.embedding for t in tracks]), apart, cluster_threshold) if tracks else []
     people = []

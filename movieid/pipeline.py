@@ -1,20 +1,28 @@
 """``annotate``: a film and a cast in, per-shot annotations out.
 
     probe ─▶ one decoding pass (shots, keyframe candidates) ─▶ faces and tracks (worker
-    processes, overlapping the pass) ─▶ names and film-wide Unknown labels ─▶ windows
+    processes, overlapping the pass) ─▶ each shot's window ─▶ names and film-wide Unknown labels
           = analyse (CPU)
-    ─▶ engine captions ─▶ FilmAnnotation
+    ─▶ engine answers ─▶ captions (with the film-wide names) ─▶ FilmAnnotation
           = caption (engine)
 
-``annotate`` runs the stages in order. ``analyse`` and ``caption`` are separate so that a
-batch can analyse one film on the CPU while the engine captions another on the GPU, each
-keeping its models between films.
+``analyse`` and ``caption`` are separate so that a batch can analyse one film on the CPU while
+the engine captions another on the GPU, each keeping its models between films. Within one
+``annotate`` with a model engine the two overlap: a shot's window depends only on its own faces
+(``windows``), so a caption thread has the engine answer windows in batches as the analysis
+hands them over, while the main thread goes on decoding and feeding the face workers. Names
+are decided film-wide once every shot is in; only then are answers made captions, so the
+fallback caption of an empty answer and the check of the names a caption mentions use the
+final names. Engines without pixels (``faces``) or whose prompt holds names (``vlm
+--mark-faces``) caption after the analysis.
 """
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 from .annotation import now
 from .cast import count_photos, discover, empty_cast, load_cast
@@ -46,15 +54,21 @@ class FilmAnalysis:
 
 
 def annotate(film: str | Path | Film, cast_dir: str | Path | None = None, config: Config = Config(),
-             progress: Progress = None) -> FilmAnnotation:
-    """Annotate one film with the cast in ``cast_dir`` (none: everyone is an Unknown)."""
+             progress: Progress = None, engine: Engine | None = None) -> FilmAnnotation:
+    """Annotate one film with the cast in ``cast_dir`` (none: everyone is an Unknown); ``engine``:
+    one already loaded (else ``config.engine``'s is loaded)."""
     film = film if isinstance(film, Film) else probe(film)
     backend = load_backend(config.faces.backend, config.faces.models)
     cast = cast_for(cast_dir, backend, config, progress)
-    engine = load_engine(config.engine)            # a bad model fails before the long analysis
-    with face_pool(config, backend) as pool:
-        analysis = analyse(film, cast, backend, config, pool, progress)
-    return caption(analysis, engine, progress)
+    engine = engine or load_engine(config.engine)  # a bad model fails before the long analysis
+    if not engine.needs_pixels or engine.names_in_prompt:
+        with face_pool(config, backend) as pool:
+            analysis = analyse(film, cast, backend, config, pool, progress)
+        return caption(analysis, engine, progress)
+    with Answers(film, cast, engine, progress) as answers:
+        with face_pool(config, backend) as pool:
+            analysis = analyse(film, cast, backend, config, pool, progress, on_window=lambda w: answers.add([w]))
+        return _annotation(analysis, engine, answers.wait())
 
 
 def cast_for(cast_dir: str | Path | None, backend: FaceBackend, config: Config, progress: Progress = None) -> Cast:
@@ -69,44 +83,149 @@ def cast_for(cast_dir: str | Path | None, backend: FaceBackend, config: Config, 
 
 
 def analyse(film: Film, cast: Cast, backend: FaceBackend, config: Config, pool: WorkerPool,
-            progress: Progress = None) -> FilmAnalysis:
-    """The CPU stages: shots, keyframes, faces, tracks, names and windows."""
+            progress: Progress = None, on_window: Callable[[Window], None] | None = None) -> FilmAnalysis:
+    """The CPU stages: shots, keyframes, faces, tracks, windows and names; ``on_window`` gets
+    each shot's window as soon as the shot is analysed (in order)."""
     log.info("%s: %dx%d, %.3f fps%s, %d frames, reader %s", film.path, film.width, film.height,
              film.fps, " (VFR)" if film.vfr else "", film.frame_count, film.reader)
     face_size = fit_size(film.width, film.height, config.faces.size)
     scanned = scan_film(film, config.shots, config.windows.frames_per_shot, face_size,
                         on_frame=lambda n: report(progress, "shots", n, film.frame_count))
-    shot_faces = analyse_faces(scanned, film, face_size, config.faces.min_face, pool,
-                               on_shot=lambda n, total: report(progress, "faces", n, total))
+    shot_faces, windows = [], []
+    for faces in analyse_faces(scanned, film, face_size, config.faces.min_face, pool,
+                               on_shot=lambda n, total: report(progress, "faces", n, total)):
+        shot_faces.append(faces)
+        windows.append(build_window(faces, cast, config.windows, backend.match_threshold))
+        if on_window is not None:
+            on_window(windows[-1])
     shots, unknown_count = identify(shot_faces, cast, backend.match_threshold, config.identity.min_confidence,
                                     backend.cluster_threshold, backend.confidence_margin)
-    windows = tuple(build_window(shot, cast, config.windows) for shot in shots)
     log.info("%s: %d shots, %d people seen, %d unknown", film.path, len(shots),
              sum(len(s.people) for s in shots), unknown_count)
     settings = {**config.to_json(), "face_backend_used": backend.name}
-    return FilmAnalysis(film, cast, tuple(shots), windows, unknown_count, settings)
+    return FilmAnalysis(film, cast, tuple(shots), tuple(windows), unknown_count, settings)
 
 
 def caption(analysis: FilmAnalysis, engine: Engine, progress: Progress = None) -> FilmAnnotation:
-    """The caption stage: the engine describes every shot's window, in batches."""
-    engine.start(analysis.cast)
-    pairs = list(zip(analysis.windows, analysis.shots))
-    captions = []
-    reader = FrameReader(analysis.film, max_side=ENGINE_FRAME_SIDE) if engine.needs_pixels else None
-    try:
-        for start in range(0, len(pairs), engine.batch_size):
-            batch = pairs[start:start + engine.batch_size]
-            pixels = _test_frames(reader, [w for w, _ in batch]) if reader is not None else {}
-            size = (analysis.film.width, analysis.film.height)
-            captions += engine.caption([CaptionRequest(w, people, pixels, size) for w, people in batch])
-            report(progress, "captions", len(captions), len(pairs))
-    finally:
-        if reader is not None:
-            reader.close()
-    shots = tuple(ShotAnnotation(people, window, c) for (window, people), c in zip(pairs, captions))
+    """The caption stage: the engine answers every shot's window, in batches; the answers
+    become captions with the shots' people."""
+    with Answers(analysis.film, analysis.cast, engine, progress) as answers:
+        answers.add(analysis.windows, analysis.shots)
+        return _annotation(analysis, engine, answers.wait())
+
+
+def _annotation(analysis: FilmAnalysis, engine: Engine, answers: list[str]) -> FilmAnnotation:
+    shots = tuple(ShotAnnotation(people, window, engine.finish(answer, people))
+                  for window, people, answer in zip(analysis.windows, analysis.shots, answers, strict=True))
     return FilmAnnotation(film=analysis.film, cast=analysis.cast, engine=engine.settings(),
                           settings=analysis.settings, shots=shots, unknown_count=analysis.unknown_count,
                           created=now())
+
+
+class Answers:
+    """The engine's answers to a film's windows, worked out in a thread of their own.
+
+    Windows are added as they are ready, in shot order. Each batch takes every window waiting,
+    up to ``engine.batch_size``: the engine keeps pace with a slower analysis in small batches
+    (little is left to answer when the analysis ends) and fills its batches when it is the
+    slower one. The thread holds the engine (``start`` and ``answer`` run there) and reads the
+    test frames. Leaving the ``with`` block early (Ctrl-C, SIGTERM, an error) stops it at the
+    next batch boundary and waits for it (a batch cannot be cut), so nothing runs on after the
+    run; an error in the thread is raised in the caller's thread, at the next ``add`` or at ``wait``.
+    """
+
+    def __init__(self, film: Film, cast: Cast, engine: Engine, progress: Progress = None):
+        self.film, self.cast, self.engine, self.progress = film, cast, engine, progress
+        self._waiting: list[tuple[Window, ShotPeople | None]] = []
+        self._answers: list[str] = []
+        self._added = 0
+        self._closed = self._stopped = False
+        self._error: BaseException | None = None
+        self._changed = threading.Condition()
+        # Waited on instead of ``Thread.join``: a join that Ctrl-C interrupts marks the thread as
+        # stopped while it still runs (CPython 3.11), and a thread left in torch when the
+        # interpreter exits aborts the process.
+        self._finished = threading.Event()
+        # A daemon, so that even a thread never stopped (a signal before the ``with``) cannot keep
+        # the interpreter alive; ``stop`` is what ends it.
+        self._thread = threading.Thread(target=self._run, name="captions", daemon=True)
+        self._thread.start()
+
+    def add(self, windows: Sequence[Window], people: Sequence[ShotPeople] | None = None) -> None:
+        """Windows to answer, with their shots' people where the engine's prompt needs them."""
+        with self._changed:
+            self._raise_error()
+            self._waiting += zip(windows, people or [None] * len(windows), strict=True)
+            self._added += len(windows)
+            self._changed.notify()
+
+    def wait(self) -> list[str]:
+        """Every window's answer, in order, once all are answered."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        self._finished.wait()
+        self._raise_error()
+        return self._answers
+
+    def stop(self) -> None:
+        """Stop after the batch being answered; a Ctrl-C or SIGTERM meanwhile is raised after it."""
+        with self._changed:
+            self._stopped = True
+            self._changed.notify()
+        arrived = None
+        while not self._finished.is_set():
+            try:
+                self._finished.wait()
+            except BaseException as exc:  # raised by a signal handler: the thread must end first
+                arrived = exc
+        if arrived is not None:
+            raise arrived
+
+    def __enter__(self) -> "Answers":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        reader = None
+        try:
+            if self.engine.needs_pixels:
+                reader = FrameReader(self.film, max_side=ENGINE_FRAME_SIDE)
+            self.engine.start(self.cast)
+            while True:
+                with self._changed:
+                    while not (self._waiting or self._closed or self._stopped):
+                        self._changed.wait()
+                    if self._stopped or not self._waiting:
+                        return
+                    batch = self._waiting[:self.engine.batch_size]
+                    del self._waiting[:len(batch)]
+                answers = self._answer(reader, batch)
+                with self._changed:
+                    self._answers += answers
+                    done, total, stopped = len(self._answers), self._added, self._stopped
+                if not stopped:
+                    report(self.progress, "captions", done, total)
+        except BaseException as exc:  # raised again in the caller's thread
+            self._error = exc
+        finally:
+            if reader is not None:
+                reader.close()
+            self._finished.set()
+
+    def _answer(self, reader: FrameReader | None, batch: list[tuple[Window, ShotPeople | None]]) -> list[str]:
+        pixels = _test_frames(reader, [w for w, _ in batch]) if reader is not None else {}
+        size = (self.film.width, self.film.height)
+        answers = self.engine.answer([CaptionRequest(w, people, pixels, size) for w, people in batch])
+        if len(answers) != len(batch):
+            raise RuntimeError(f"the {self.engine.name} engine gave {len(answers)} answers to {len(batch)} windows")
+        return answers
 
 
 def _test_frames(reader: FrameReader, windows: list[Window]) -> dict:

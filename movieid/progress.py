@@ -3,9 +3,12 @@
 The library only calls the callback (``step`` is "cast", "shots", "faces", "captions",
 "films", "speech", "thumbnails" or "suggest"; ``done`` and ``total`` count that step's units; ``total`` may grow while the step
 runs). ``Bars`` turns the calls into tqdm bars for the command line; ``None`` means silence.
+While ``annotate`` runs a model engine, "captions" calls come from its caption thread and the
+others from the caller's: a callback must take calls from two threads (``Bars`` does).
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable, Optional
 
 from tqdm import tqdm
@@ -28,8 +31,13 @@ class Bars:
     def __init__(self, leave: bool = False):
         self.leave = leave
         self._bars: dict[str, tqdm] = {}
+        self._lock = threading.Lock()
 
     def __call__(self, step: str, done: int, total: int) -> None:
+        with self._lock:
+            self._show(step, done, total)
+
+    def _show(self, step: str, done: int, total: int) -> None:
         bar = self._bars.get(step)
         if bar is not None and done < bar.n:      # the step starts again (the next film)
             bar.close()
@@ -43,6 +51,8 @@ class Bars:
         bar.update(done - bar.n)
 
     def close(self) -> None:
-        for bar in self._bars.values():
-            bar.close()
-        self._bars.clear()
+        with self._lock:
+            for bar in self._bars.values():
+                bar.close()
+            self._bars.clear()
+

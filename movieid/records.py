@@ -201,6 +201,10 @@ class Cast:
             return np.zeros(0, np.float32)
         return np.array([float(np.max(m.embeddings @ embedding)) for m in self.members], np.float32)
 
+    def track_similarities(self, track: "Track") -> np.ndarray:
+        """[faces, members]: each face of ``track`` against each member, as ``similarities``."""
+        return np.stack([self.similarities(f.embedding) for f in track.faces])
+
 
 # ----------------------------------------------------------------------------- faces and people
 

@@ -352,28 +352,33 @@ def test_annotate_with_a_bad_model_folder_fails_in_one_line_and_writes_nothing(p
     assert "hf download Qwen/Qwen2.5-VL-7B-Instruct --local-dir DIR" in offline.stderr
 
 
-def test_names_the_faces_did_not_see_are_marked_unverified(tiny_vlms, photo_film, tmp_path):
-    """A caption naming someone face recognition did not find in the shot keeps the name, flagged."""
+@pytest.mark.parametrize("overlapped", [False, True], ids=["after-the-analysis", "overlapping-it"])
+def test_names_the_faces_did_not_see_are_marked_unverified(tiny_vlms, photo_film, tmp_path, monkeypatch, overlapped):
+    """A caption naming someone face recognition did not find in the shot keeps the name, flagged;
+    also when the answer comes before the film's names are decided (checked against the final ones)."""
     from movieid.annotation import shot_annotation_json
     from movieid.config import Config, EngineConfig, FaceConfig
     from movieid.engines import load_engine
     from movieid.engines.vlm import VlmEngine
     from movieid.face_stage import face_pool
     from movieid.faces import load_backend
-    from movieid.pipeline import analyse, caption, cast_for
+    from movieid.pipeline import analyse, annotate, caption, cast_for
     from movieid.video import probe
 
     film, cast = photo_film
     config = Config(faces=FaceConfig(backend="dlib"), workers=1, cache_dir=str(tmp_path / "cache"),
                     engine=EngineConfig(name="vlm", model=str(tiny_vlms["qwen2_5_vl"]), device="cpu",
                                         max_new_tokens=4, max_pixels=TEST_PIXELS))
-    engine = load_engine(config.engine)
-    assert isinstance(engine, VlmEngine)
-    engine.core.caption = lambda windows: ["Rachel deals cards to Joey."] * len(windows)
-    backend = load_backend("dlib")
-    with face_pool(config, backend) as pool:
-        analysis = analyse(probe(film), cast_for(cast, backend, config), backend, config, pool)
-    result = caption(analysis, engine)
+    monkeypatch.setattr(VlmCaptioner, "caption", lambda self, windows: ["Rachel deals cards to Joey."] * len(windows))
+    if overlapped:
+        result = annotate(film, cast, config)
+    else:
+        engine = load_engine(config.engine)
+        assert isinstance(engine, VlmEngine)
+        backend = load_backend("dlib")
+        with face_pool(config, backend) as pool:
+            analysis = analyse(probe(film), cast_for(cast, backend, config), backend, config, pool)
+        result = caption(analysis, engine)
     first = shot_annotation_json(result.shots[0])
     assert first["names"] == ["Rachel"]
     assert first["caption_names"] == ["Rachel", "Joey"] and first["unverified_names"] == ["Joey"]

@@ -1,7 +1,11 @@
 """The engine interface: a shot's window (images with roles) and its people in, a caption out.
 
-Engines take shots in batches so that model engines can batch their work; the pipeline reads
-the test frames' pixels only for engines that set ``needs_pixels``.
+Captioning is two steps. ``answer`` is the model's work on a batch of windows; it reads only
+the window and its pixels (unless ``names_in_prompt``), so the pipeline can run it while the
+rest of the film is still being analysed. ``finish`` turns one answer into the caption with
+the shot's film-wide people (a fallback from the faces, names checked against them), once
+identity has decided them. The pipeline reads the test frames' pixels only for engines that
+set ``needs_pixels``.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ ENGINE_FRAME_SIDE = 896   # test frames for model engines: enough for a 448 px m
 @dataclass(frozen=True, eq=False)
 class CaptionRequest:
     window: Window
-    people: ShotPeople
+    people: ShotPeople | None    # the shot's film-wide people; None while the film is being analysed
     pixels: Mapping[int, np.ndarray] = field(default_factory=dict, repr=False)  # test frame -> RGB
     film_size: tuple[int, int] = (0, 0)   # (width, height) of the film pixels face boxes are in
 
@@ -31,14 +35,19 @@ class CaptionRequest:
 class Engine(ABC):
     name: str = "?"
     needs_pixels: bool = False
+    names_in_prompt: bool = False   # ``answer`` reads the shot's names: it waits for film-wide identity
     batch_size: int = 64
 
     def start(self, cast: Cast) -> None:
         """Per-film set-up that depends only on the cast (e.g. encoding its ID images)."""
 
+    def answer(self, requests: list[CaptionRequest]) -> list[str]:
+        """The model's raw answer to each request, in order (engines without a model: none)."""
+        return [""] * len(requests)
+
     @abstractmethod
-    def caption(self, requests: list[CaptionRequest]) -> list[Caption]:
-        """One caption per request, in order."""
+    def finish(self, answer: str, people: ShotPeople) -> Caption:
+        """The caption of one shot from its answer and its film-wide people."""
 
     @abstractmethod
     def settings(self) -> dict:

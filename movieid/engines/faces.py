@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..records import Appearance, Caption
-from .base import CaptionRequest, Engine
+from ..records import Appearance, Caption, ShotPeople
+from .base import Engine
 
 NUMBER_WORDS = ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 NOBODY = "No one recognisable on screen."
@@ -46,8 +46,8 @@ def describe(people: Sequence[Appearance]) -> Caption:
 class FacesEngine(Engine):
     name = "faces"
 
-    def caption(self, requests: list[CaptionRequest]) -> list[Caption]:
-        return [describe(r.people.people) for r in requests]
+    def finish(self, answer: str, people: ShotPeople) -> Caption:
+        return describe(people.people)
 
     def settings(self) -> dict:
         return {"name": self.name}

@@ -14,7 +14,7 @@ import logging
 
 from ..config import EngineConfig
 from ..models.ida_vlm import IdaVlm, Request, RoleImage, build_id_query
-from ..records import Caption, Cast
+from ..records import Caption, Cast, ShotPeople
 from .base import CaptionRequest, Engine
 from .faces import describe
 from .text import GENERAL_INSTRUCTION, INSTRUCTION, clean_caption, mentioned_names
@@ -28,9 +28,11 @@ class IdaVlmEngine(Engine):
     name = "ida-vlm"
     needs_pixels = True
 
-    def __init__(self, config: EngineConfig):
+    def __init__(self, config: EngineConfig, model: IdaVlm | None = None):
+        """The checkpoint ``config.model`` loaded, or ``model`` if given (already built, e.g. by a benchmark)."""
         self.config = config
-        self.model = IdaVlm.from_pretrained(config.model, variant=config.variant or "base", device=config.device)
+        self.model = model or IdaVlm.from_pretrained(config.model, variant=config.variant or "base",
+                                                     device=config.device)
         # Windows handed to the model at once; without --batch-size it sizes its own batches to
         # the free GPU memory.
         self.batch_size = config.batch_size or AUTO_CHUNK
@@ -56,18 +58,17 @@ class IdaVlmEngine(Engine):
         return Request(build_id_query([], len(frames), GENERAL_INSTRUCTION),
                        tuple(RoleImage(f, "general") for f in frames))
 
-    def caption(self, requests: list[CaptionRequest]) -> list[Caption]:
+    def answer(self, requests: list[CaptionRequest]) -> list[str]:
         answers = self.model.generate([self._request(r) for r in requests], max_new_tokens=self.config.max_new_tokens,
                                       batch_size=self.config.batch_size)
-        captions = []
-        for request, answer in zip(requests, answers):
-            text = clean_caption(answer.text)
-            if not text:  # an empty answer still gets a caption: who the faces show
-                log.info("shot %d: empty answer from the model; using the faces caption", request.window.shot.index)
-                captions.append(describe(request.people.people))
-                continue
-            captions.append(Caption(text, mentioned_names(text, self._cast)))
-        return captions
+        return [a.text for a in answers]
+
+    def finish(self, answer: str, people: ShotPeople) -> Caption:
+        text = clean_caption(answer)
+        if not text:  # an empty answer still gets a caption: who the faces show
+            log.info("shot %d: empty answer from the model; using the faces caption", people.shot.index)
+            return describe(people.people)
+        return Caption(text, mentioned_names(text, self._cast))
 
     def settings(self) -> dict:
         return {"name": self.name, "model": str(self.config.model), "variant": self.model.variant,

@@ -16,7 +16,7 @@ import numpy as np
 from ..config import EngineConfig
 from ..models.hf_vlm import DEFAULT_MAX_PIXELS, FaceMark, IdImage, TestFrame, VlmCaptioner, VlmWindow
 from ..models.images import load_rgb
-from ..records import Caption, Cast
+from ..records import Caption, Cast, ShotPeople
 from .base import ENGINE_FRAME_SIDE, CaptionRequest, Engine
 from .faces import describe
 from .text import GENERAL_INSTRUCTION, INSTRUCTION, clean_caption, mentioned_names
@@ -44,6 +44,7 @@ class VlmEngine(Engine):
                                  batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
                                  max_pixels=config.max_pixels or DEFAULT_MAX_PIXELS, mark_faces=config.mark_faces)
         self.batch_size = self.core.batch_size
+        self.names_in_prompt = config.mark_faces   # the marks name the faces
         self._cast: Cast | None = None
         self._ids: dict[str, np.ndarray] = {}
 
@@ -59,27 +60,26 @@ class VlmEngine(Engine):
     def _window(self, request: CaptionRequest) -> VlmWindow:
         ids = tuple(IdImage(image.name, self._ids[image.name]) for image in request.window.ids)
         frames = []
+        named = [p for p in request.people.people if p.name] if self.names_in_prompt else []
         for image, pixels in zip(request.window.tests, request.frames()):
             width, height = request.film_size
             sx, sy = pixels.shape[1] / width, pixels.shape[0] / height
             marks = tuple(FaceMark(p.name, (f.box.x1 * sx, f.box.y1 * sy, f.box.x2 * sx, f.box.y2 * sy))
-                          for p in request.people.people if p.name for f in p.track.faces if f.frame == image.frame)
+                          for p in named for f in p.track.faces if f.frame == image.frame)
             frames.append(TestFrame(pixels, marks))
         return VlmWindow(ids, tuple(frames))
 
-    def caption(self, requests: list[CaptionRequest]) -> list[Caption]:
-        answers = self.core.caption([self._window(r) for r in requests])
-        captions = []
-        for request, answer in zip(requests, answers):
-            text = clean_caption(answer)
-            if not text:  # an empty answer still gets a caption: who the faces show
-                log.info("shot %d: empty answer from the model; using the faces caption", request.window.shot.index)
-                captions.append(dataclasses.replace(describe(request.people.people), unverified_names=()))
-                continue
-            names = mentioned_names(text, self._cast)
-            seen = {p.name for p in request.people.people if p.name}
-            captions.append(Caption(text, names, unverified_names=tuple(n for n in names if n not in seen)))
-        return captions
+    def answer(self, requests: list[CaptionRequest]) -> list[str]:
+        return self.core.caption([self._window(r) for r in requests])
+
+    def finish(self, answer: str, people: ShotPeople) -> Caption:
+        text = clean_caption(answer)
+        if not text:  # an empty answer still gets a caption: who the faces show
+            log.info("shot %d: empty answer from the model; using the faces caption", people.shot.index)
+            return dataclasses.replace(describe(people.people), unverified_names=())
+        names = mentioned_names(text, self._cast)
+        seen = {p.name for p in people.people if p.name}
+        return Caption(text, names, unverified_names=tuple(n for n in names if n not in seen))
 
     def settings(self) -> dict:
         return {"name": self.name, **self.core.settings()}

@@ -3,7 +3,10 @@
 Shots arrive from the decoding pass (``scan.scan_film``) as they close and go to the face
 workers in small tasks: a few consecutive shots with the candidate frames the pass kept (as
 YUV, half the bytes of RGB); a candidate it did not keep (in a shot shorter than the pass's
-step) is read from the file. With more than two tasks per worker in flight the pass waits,
+step) is read from the file. Faces are found in the keyframes; where the keyframes disagree
+on who is there, also in the shot's other samples (``scan.ScannedShot.samples``), so a face
+missed or poor in the keyframes gets its track from the frames between, and a track seen in
+just one sample (no keyframe) is dropped as a likely false detection. With more than two tasks per worker in flight the pass waits,
 so memory stays flat when faces are slower than decoding.
 """
 from __future__ import annotations
@@ -85,18 +88,29 @@ class FaceAnalyzer:
         load(seg[1] for s in task.shots for seg in s.candidates if len(seg) > 1 and not detected[seg[0]])
 
         scale = task.film.width / task.size[0]
+
+        def embedded(frame: int) -> list[Face]:
+            if not detected[frame]:
+                return []
+            embeddings = self.backend.embed(frames[frame], detected[frame])
+            return [Face(frame, task.film.time(frame), d.box.scaled(scale), d.score, e)
+                    for d, e in zip(detected[frame], embeddings)]
+
         results = []
         for s in task.shots:
             chosen = keyframes.choose(s.candidates, faces_in, lambda f: f.box.area)
-            faces: list[Face] = []
-            for frame in chosen:
-                if detected[frame]:
-                    time = task.film.time(frame)
-                    embeddings = self.backend.embed(frames[frame], detected[frame])
-                    faces += [Face(frame, time, d.box.scaled(scale), d.score, e)
-                              for d, e in zip(detected[frame], embeddings)]
-            results.append(ShotFaces(s.shot, tuple(Keyframe(f, task.film.time(f)) for f in chosen),
-                                     tracks.link(faces, self.backend.match_threshold)))
+            faces = [face for frame in chosen for face in embedded(frame)]
+            found = tracks.link(faces, self.backend.match_threshold)
+            if any(len(detected[f]) < len(found) for f in chosen):
+                # The keyframes disagree on who is there (someone turned, covered, entering or
+                # leaving): the shot's samples fill in the frames between them.
+                load(s.samples)
+                for frame in s.samples:
+                    faces_in(frame)
+                    faces += embedded(frame)
+                found = tuple(t for t in tracks.link(faces, self.backend.match_threshold)
+                              if len(t.faces) > 1 or t.frames & set(chosen))
+            results.append(ShotFaces(s.shot, tuple(Keyframe(f, task.film.time(f)) for f in chosen), found))
         return results
 
 

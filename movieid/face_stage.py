@@ -6,7 +6,8 @@ YUV, half the bytes of RGB); a candidate it did not keep (in a shot shorter than
 step) is read from the file. Faces are found in the keyframes; where the keyframes disagree
 on who is there, also in the shot's other samples (``scan.ScannedShot.samples``), so a face
 missed or poor in the keyframes gets its track from the frames between, and a track seen in
-just one sample (no keyframe) is dropped as a likely false detection. With more than two tasks per worker in flight the pass waits,
+just one sample (no keyframe) is dropped as a likely false detection. Where the keyframes show
+nobody, the backend takes a second, costlier look for tilted faces (``detect_tilted``). With more than two tasks per worker in flight the pass waits,
 so memory stays flat when faces are slower than decoding.
 """
 from __future__ import annotations
@@ -96,9 +97,20 @@ class FaceAnalyzer:
             return [Face(frame, task.film.time(frame), d.box.scaled(scale), d.score, e)
                     for d, e in zip(detected[frame], embeddings)]
 
+        def second_look(chosen: list[int]) -> None:
+            """Where the keyframes show nobody, a look for tilted faces: in the middle keyframe,
+            and in the others only if it finds any."""
+            middle = chosen[len(chosen) // 2]
+            for frame in [middle] + [f for f in chosen if f != middle]:
+                detected[frame] = [f for f in self.backend.detect_tilted(frames[frame]) if f.box.size >= task.min_face]
+                if frame == middle and not detected[frame]:
+                    return
+
         results = []
         for s in task.shots:
             chosen = keyframes.choose(s.candidates, faces_in, lambda f: f.box.area)
+            if not any(detected[f] for f in chosen):
+                second_look(chosen)
             faces = [face for frame in chosen for face in embedded(frame)]
             found = tracks.link(faces, self.backend.match_threshold)
             if any(len(detected[f]) < len(found) for f in chosen):

@@ -46,6 +46,11 @@ SHARED = (REPO / ".." / "shared" / "fixtures").resolve()
 FACES, OPENFACE = SHARED / "faces", SHARED / "faces-openface"
 COOPER = (100 / 293, 40 / 473, 193 / 293, 109 / 473)
 LONGORIA = (0.0, 110 / 473, 193 / 293, 109 / 473)
+# The sample film's first shot zooms in on the card table: Phoebe is at its right edge with at
+# most 40 % of her face in frame, in the first frames only. Not a frontal appearance: her name
+# there is neither counted as a find nor as wrong.
+SAMPLE_EDGE = {0: "Phoebe"}
+HARD_SETS = ("turned", "covered")
 SWEEP = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
 
 
@@ -186,10 +191,12 @@ def film_of(shots: list[Shot], path: Path) -> Path:
     return path
 
 
-def score(doc: dict, truth: list[tuple], min_confidence: float) -> dict:
-    """Counts of one annotated film against its truth, naming at ``min_confidence``."""
+def score(doc: dict, truth: list[tuple], min_confidence: float, optional: dict[int, str] | None = None) -> dict:
+    """Counts of one annotated film against its truth, naming at ``min_confidence``;
+    ``optional``: per shot, a person not in its truth who may be named there (barely in frame)."""
     n = dict(cast=0, named=0, wrong=0, strangers=0, rejected=0, unaligned=0)
-    for shot, people in zip(doc["shots"], truth):
+    for index, (shot, people) in enumerate(zip(doc["shots"], truth)):
+        maybe = {(optional or {}).get(index)} - {None}
         x = {}
         for face in shot["faces"]:
             x.setdefault(face["person"], []).append((face["box"][0] + face["box"][2]) / 2)
@@ -205,8 +212,9 @@ def score(doc: dict, truth: list[tuple], min_confidence: float) -> dict:
             n["unaligned"] += 1
             on_screen = {t for t in people if t}
             n["named"] += len(on_screen & {m for m in names if m})
-            n["wrong"] += sum(1 for m in names if m and m not in on_screen)
-            n["rejected"] += max(0, sum(1 for t in people if t is None) - sum(1 for m in names if m and m not in on_screen))
+            n["wrong"] += sum(1 for m in names if m and m not in on_screen | maybe)
+            n["rejected"] += max(0, sum(1 for t in people if t is None)
+                                 - sum(1 for m in names if m and m not in on_screen | maybe))
     return n
 
 
@@ -336,9 +344,10 @@ def main(argv: list[str] | None = None) -> None:
         make_film(film_spec(t1, astronaut, package_photo("skimage", "data", "rocket.jpg"),
                             package_photo("skimage", "data", "coffee.png")), sample)
     monica = "Monica"
-    sample_truth = [tuple(None if p == monica else p for p in shot.people)
-                    for shot in film_spec(t1, astronaut, t1, t1).shots]
+    sample_truth = [tuple(None if p == monica else p for p in shot.people if (i, p) not in SAMPLE_EDGE.items())
+                    for i, shot in enumerate(film_spec(t1, astronaut, t1, t1).shots)]
     sets.append(("sample", sample, package_cast, sample_truth))
+    optional = {"sample": SAMPLE_EDGE}
 
     docs = {}
     for name, film, cast, truth in sets:
@@ -351,23 +360,25 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nIdentity, dlib backend, --min-confidence {default} (bench/identity.py)\n")
     print(f"{'set':28} {'cast app.':>9} {'recall':>7} {'wrong':>6} {'strangers':>9} {'rejected':>9} {'unaligned':>9} {'clashes':>7}")
     for name, _, _, truth in sets:
-        n = score(docs[name], truth, default)
+        n = score(docs[name], truth, default, optional.get(name))
         print(f"{name:28} {n['cast']:9d} {n['named'] / max(1, n['cast']):7.1%} {n['wrong']:6d} {n['strangers']:9d} "
               f"{n['rejected'] / max(1, n['strangers']):9.1%} {n['unaligned']:9d} {frame_label_clashes(docs[name]):7d}")
     labels = {n for s in no_cast["shots"] for n in s["names"]}
     print(f"{'sample without a cast':28} people 7, labels {len(labels)}, unknown_count {no_cast['unknown_count']}, "
           f"frames with a label on two faces: {frame_label_clashes(no_cast)}")
 
-    print("\nSweep over --min-confidence (all sets together)\n")
-    print(f"{'min-confidence':>14} {'recall':>7} {'wrong':>6} {'rejected':>9}")
-    for t in SWEEP:
-        total = dict(cast=0, named=0, wrong=0, strangers=0, rejected=0)
-        for name, _, _, truth in sets:
-            for k, v in score(docs[name], truth, t).items():
-                if k in total:
-                    total[k] += v
-        print(f"{t:14.1f} {total['named'] / total['cast']:7.1%} {total['wrong']:6d} "
-              f"{total['rejected'] / total['strangers']:9.1%}")
+    for title, group in (("frontal and mildly turned sets", [x for x in sets if x[0] not in HARD_SETS]),
+                         ("turned and covered sets", [x for x in sets if x[0] in HARD_SETS])):
+        print(f"\nSweep over --min-confidence ({title} together)\n")
+        print(f"{'min-confidence':>14} {'recall':>7} {'wrong':>6} {'rejected':>9}")
+        for t in SWEEP:
+            total = dict(cast=0, named=0, wrong=0, strangers=0, rejected=0)
+            for name, _, _, truth in group:
+                for k, v in score(docs[name], truth, t, optional.get(name)).items():
+                    if k in total:
+                        total[k] += v
+            print(f"{t:14.1f} {total['named'] / total['cast']:7.1%} {total['wrong']:6d} "
+                  f"{total['rejected'] / total['strangers']:9.1%}")
     print("\nConfidence of each cast-named person (true / not on screen):")
     for name, _, _, truth in sets:
         rows = []

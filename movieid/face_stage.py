@@ -6,9 +6,10 @@ YUV, half the bytes of RGB); a candidate it did not keep (in a shot shorter than
 step) is read from the file. Faces are found in the keyframes; where the keyframes disagree
 on who is there, also in the shot's other samples (``scan.ScannedShot.samples``), so a face
 missed or poor in the keyframes gets its track from the frames between, and a track seen in
-just one sample (no keyframe) is dropped as a likely false detection. Where the keyframes show
-nobody, the backend takes a second, costlier look for tilted faces (``detect_tilted``). With more than two tasks per worker in flight the pass waits,
-so memory stays flat when faces are slower than decoding.
+just one sample (no keyframe) is dropped as a likely false detection. Where the keyframes
+show nobody, the backend takes a second, costlier look for tilted faces (``detect_tilted``).
+With more than two tasks per worker in flight the pass waits, so memory stays flat when
+faces are slower than decoding.
 """
 from __future__ import annotations
 

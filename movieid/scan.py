@@ -46,17 +46,18 @@ def keyframe_step(film: Film) -> int:
 
 
 def samples(kept: list[int], candidates: set[int], gap: int, count: int = SAMPLES_PER_SHOT) -> list[int]:
-    """Up to ``count`` of the ``kept`` frames (ascending), evenly spread, at least ``gap``
-    frames from each other and from every candidate."""
+    """Up to ``count`` of the ``kept`` frames (ascending), evenly spread: each the nearest to
+    its place in the shot that is at least ``gap`` frames from the candidates and the others."""
     if count <= 0 or not kept:
         return []
     picked: list[int] = []
     taken = sorted(candidates)
+    reach = (kept[-1] - kept[0]) / (count + 1) / 2
     for target in np.linspace(kept[0], kept[-1], count + 2)[1:-1]:
-        frame = min(kept, key=lambda i: abs(i - target))
-        if all(abs(frame - t) >= gap for t in taken):
-            picked.append(frame)
-            taken.append(frame)
+        free = [i for i in kept if abs(i - target) <= reach and all(abs(i - t) >= gap for t in taken)]
+        if free:
+            picked.append(min(free, key=lambda i: abs(i - target)))
+            taken.append(picked[-1])
     return sorted(picked)
 
 

@@ -122,6 +122,8 @@ def hard_photos(out: Path, kinds: tuple[str, ...]) -> list[tuple[Path, str | Non
 
 
 def hard_set(out: Path, kinds: tuple[str, ...], extra: tuple[Shot, ...] = ()) -> list[Shot]:
+    """A shot of every variant (members photo by photo, then strangers), camera moves, mirroring
+    and tints taking turns."""
     return [Shot(photo, (name,), MOTIONS[i % len(MOTIONS)], mirror=i % 3 == 1, tint=0.3 * ((i % 3) - 1))
             for i, (photo, name) in enumerate(hard_photos(out, kinds))] + list(extra)
 

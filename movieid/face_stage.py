@@ -3,9 +3,14 @@
 Shots arrive from the decoding pass (``scan.scan_film``) as they close and go to the face
 workers in small tasks: a few consecutive shots with the candidate frames the pass kept (as
 YUV, half the bytes of RGB); a candidate it did not keep (in a shot shorter than the pass's
-step) is read from the file. With more than two tasks per worker in flight the pass waits,
-so memory stays flat when faces are slower than decoding. Analysed shots come back in order,
-each as soon as its task is done, so the caption engine can start on them (``pipeline``).
+step) is read from the file. Faces are found in the keyframes; where the keyframes disagree
+on who is there, also in the shot's other samples (``scan.ScannedShot.samples``), so a face
+missed or poor in the keyframes gets its track from the frames between, and a track seen in
+just one sample (no keyframe) is dropped as a likely false detection. Where the keyframes
+show nobody, the backend takes a second, costlier look for tilted faces (``detect_tilted``).
+With more than two tasks per worker in flight the pass waits, so memory stays flat when
+faces are slower than decoding. Analysed shots come back in order, each as soon as its task
+is done, so the caption engine can start on them (``pipeline``).
 """
 from __future__ import annotations
 
@@ -86,18 +91,40 @@ class FaceAnalyzer:
         load(seg[1] for s in task.shots for seg in s.candidates if len(seg) > 1 and not detected[seg[0]])
 
         scale = task.film.width / task.size[0]
+
+        def embedded(frame: int) -> list[Face]:
+            if not detected[frame]:
+                return []
+            embeddings = self.backend.embed(frames[frame], detected[frame])
+            return [Face(frame, task.film.time(frame), d.box.scaled(scale), d.score, e)
+                    for d, e in zip(detected[frame], embeddings)]
+
+        def second_look(chosen: list[int]) -> None:
+            """Where the keyframes show nobody, a look for tilted faces: in the middle keyframe,
+            and in the others only if it finds any."""
+            middle = chosen[len(chosen) // 2]
+            for frame in [middle] + [f for f in chosen if f != middle]:
+                detected[frame] = [f for f in self.backend.detect_tilted(frames[frame]) if f.box.size >= task.min_face]
+                if frame == middle and not detected[frame]:
+                    return
+
         results = []
         for s in task.shots:
             chosen = keyframes.choose(s.candidates, faces_in, lambda f: f.box.area)
-            faces: list[Face] = []
-            for frame in chosen:
-                if detected[frame]:
-                    time = task.film.time(frame)
-                    embeddings = self.backend.embed(frames[frame], detected[frame])
-                    faces += [Face(frame, time, d.box.scaled(scale), d.score, e)
-                              for d, e in zip(detected[frame], embeddings)]
-            results.append(ShotFaces(s.shot, tuple(Keyframe(f, task.film.time(f)) for f in chosen),
-                                     tracks.link(faces, self.backend.match_threshold)))
+            if not any(detected[f] for f in chosen):
+                second_look(chosen)
+            faces = [face for frame in chosen for face in embedded(frame)]
+            found = tracks.link(faces, self.backend.match_threshold)
+            if any(len(detected[f]) < len(found) for f in chosen):
+                # The keyframes disagree on who is there (someone turned, covered, entering or
+                # leaving): the shot's samples fill in the frames between them.
+                load(s.samples)
+                for frame in s.samples:
+                    faces_in(frame)
+                    faces += embedded(frame)
+                found = tuple(t for t in tracks.link(faces, self.backend.match_threshold)
+                              if len(t.faces) > 1 or t.frames & set(chosen))
+            results.append(ShotFaces(s.shot, tuple(Keyframe(f, task.film.time(f)) for f in chosen), found))
         return results
 
 

@@ -4,13 +4,17 @@ ffmpeg decodes the film once. Every frame goes small to the cut detector and int
 statistics; every ``step``-th frame is also kept at face-analysis size until its shot closes.
 A shot is yielded as soon as the cut that closes it is found, with its keyframe candidates
 and the kept frames among them, so face analysis of early shots overlaps decoding of later
-ones, and memory holds only the frames of the shots still open. ``movieid shots`` and
-``annotate`` both run this pass, so they find the same shots.
+ones, and memory holds only the frames of the shots still open. Besides the candidates, a
+shot carries a few more kept frames spread over it (``samples``): face analysis looks at
+them where the keyframes disagree on who is there. ``movieid shots`` and ``annotate`` both
+run this pass, so they find the same shots.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
+
+import numpy as np
 
 from . import keyframes
 from .config import ShotConfig
@@ -21,6 +25,10 @@ from .video import YuvFrame, scan
 
 # Frames are kept at face-analysis size at about this rate: the keyframe candidates.
 KEYFRAME_GRID_FPS = 5.0
+# Extra frames a shot carries for face tracking: at most this many, at least this far apart.
+# Each is 1.4 MB at 1280x720 (YUV) while its shot is in flight.
+SAMPLES_PER_SHOT = 6
+SAMPLE_GAP_S = 0.4
 REPORT_EVERY = 64   # frames between progress reports
 
 
@@ -28,12 +36,29 @@ REPORT_EVERY = 64   # frames between progress reports
 class ScannedShot:
     shot: Shot
     candidates: tuple[tuple[int, ...], ...]   # keyframe candidates per segment, best first
-    frames: Mapping[int, YuvFrame]           # the candidates kept at face-analysis size
+    frames: Mapping[int, YuvFrame]           # the candidates and samples kept at face-analysis size
+    samples: tuple[int, ...] = ()             # more kept frames, spread over the shot, for tracking
 
 
 def keyframe_step(film: Film) -> int:
     """Every how many frames a face-size frame is kept."""
     return max(1, round(film.fps / KEYFRAME_GRID_FPS))
+
+
+def samples(kept: list[int], candidates: set[int], gap: int, count: int = SAMPLES_PER_SHOT) -> list[int]:
+    """Up to ``count`` of the ``kept`` frames (ascending), evenly spread: each the nearest to
+    its place in the shot that is at least ``gap`` frames from the candidates and the others."""
+    if count <= 0 or not kept:
+        return []
+    picked: list[int] = []
+    taken = sorted(candidates)
+    reach = (kept[-1] - kept[0]) / (count + 1) / 2
+    for target in np.linspace(kept[0], kept[-1], count + 2)[1:-1]:
+        free = [i for i in kept if abs(i - target) <= reach and all(abs(i - t) >= gap for t in taken)]
+        if free:
+            picked.append(min(free, key=lambda i: abs(i - target)))
+            taken.append(picked[-1])
+    return sorted(picked)
 
 
 def scan_film(film: Film, config: ShotConfig, frames_per_shot: int, face_size: tuple[int, int] | None = None,
@@ -48,10 +73,13 @@ def scan_film(film: Film, config: ShotConfig, frames_per_shot: int, face_size: t
     def closed(shots: list[Shot]) -> Iterator[ScannedShot]:
         for shot in shots:
             segments = keyframes.candidates(shot, stats, frames_per_shot, step)
-            kept = {i: held[i] for segment in segments for i in segment if i in held}
+            wanted = {i for segment in segments for i in segment}
+            in_shot = [i for i in held if shot.start_frame <= i < shot.end_frame]
+            extra = samples(in_shot, wanted, max(1, round(SAMPLE_GAP_S * film.fps)))
+            kept = {i: held[i] for i in [*wanted, *extra] if i in held}
             for i in [i for i in held if i < shot.end_frame]:
                 del held[i]
-            yield ScannedShot(shot, tuple(tuple(s) for s in segments), kept)
+            yield ScannedShot(shot, tuple(tuple(s) for s in segments), kept, tuple(extra))
 
     large_every = step if face_size is not None else 0
     for frame in scan(film, detection_size(film), large_size=face_size, large_every=large_every):

@@ -1,9 +1,12 @@
 """Faces of one shot linked into tracks: one track per person across the shot's analysed frames.
 
-Frame by frame, each face joins the track it is most like, if it is like it enough: by
-embedding alone, or (a little more leniently) when its box also overlaps the box the track
-had in the previous analysed frame, since within a shot a face that stays where it was is
-most likely the same person turned or blurred. Two faces of one frame never join one track.
+Frame by frame, each face joins the track it is most like, if it is like it enough. How like
+depends on where the face is: a face whose box overlaps the box the track had in the previous
+analysed frame links most leniently (within a shot, a face that stays where it was is most
+likely the same person turned or blurred); one near where the track was last seen a little
+less so; a face far from it (another side of the frame) only by embedding, as strictly as a
+name, so that a person leaving at one edge is not continued by another entering at the other.
+Two faces of one frame never join one track.
 """
 from __future__ import annotations
 
@@ -11,10 +14,21 @@ import numpy as np
 
 from .records import Face, Track, unit
 
-LINK_SLACK = 0.05   # linking one person's faces within a shot is a bit more lenient than naming
-OVERLAP_IOU = 0.5   # boxes overlapping this much in consecutive analysed frames ...
+OVERLAP_IOU = 0.5     # boxes overlapping this much in consecutive analysed frames ...
 OVERLAP_SLACK = 0.10  # ... link with this much slack below the threshold
+NEAR = 2.0            # a face within this many face sizes of the track's last box ...
+LINK_SLACK = 0.05     # ... links with this much slack; farther away it needs the threshold itself
 OVERLAP_WEIGHT = 0.1  # how much overlap adds to a pair's affinity when choosing links
+
+
+def _slack(last: Face, face: Face, consecutive: bool) -> tuple[float, float]:
+    """(slack below the threshold, overlap) for continuing a track whose last face is ``last``."""
+    iou = last.box.iou(face.box) if consecutive else 0.0
+    if iou >= OVERLAP_IOU:
+        return OVERLAP_SLACK, iou
+    (x1, y1), (x2, y2) = last.box.center, face.box.center
+    near = np.hypot(x1 - x2, y1 - y2) <= NEAR * max(last.box.size, face.box.size)
+    return (LINK_SLACK if near else 0.0), iou
 
 
 def link(faces: list[Face], threshold: float) -> tuple[Track, ...]:
@@ -32,8 +46,7 @@ def link(faces: list[Face], threshold: float) -> tuple[Track, ...]:
             last = track[-1]
             for j, face in enumerate(here):
                 similarity = float(mean @ face.embedding)
-                iou = last.box.iou(face.box) if last.frame == previous else 0.0
-                slack = OVERLAP_SLACK if iou >= OVERLAP_IOU else LINK_SLACK
+                slack, iou = _slack(last, face, last.frame == previous)
                 if similarity >= threshold - slack:
                     pairs.append((similarity + OVERLAP_WEIGHT * iou, i, j))
         used_tracks, used_faces = set(), set()

@@ -47,3 +47,17 @@ def test_choose_prefers_a_candidate_that_shows_faces():
     assert chosen == [15, 30]
     # with nobody anywhere the sharpest candidates stay
     assert keyframes.choose([[5, 45]], lambda f: [], lambda face: 1.0) == [5]
+
+
+def test_a_shots_samples_spread_over_it_away_from_the_candidates():
+    from movieid.scan import SAMPLES_PER_SHOT, samples
+
+    kept = list(range(100, 350, 5))              # the pass's grid frames of a 10 s shot at 25 fps
+    candidates = {140, 215, 300}
+    picked = samples(kept, candidates, gap=10)
+    assert 4 <= len(picked) <= SAMPLES_PER_SHOT and picked == sorted(picked)
+    assert set(picked) <= set(kept)
+    every = sorted(candidates | set(picked))
+    assert min(b - a for a, b in zip(every, every[1:])) >= 10
+    assert picked[0] < 140 and picked[-1] > 300           # the ends of the shot are sampled too
+    assert samples([], candidates, gap=10) == [] and samples(kept[:2], {100, 105}, gap=10) == []

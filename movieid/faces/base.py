@@ -56,6 +56,12 @@ class FaceBackend(ABC):
     def embed(self, image: np.ndarray, faces: list[Detection]) -> np.ndarray:
         """``[len(faces), dim]`` unit-length embeddings of ``faces`` (found in ``image``)."""
 
+    def detect_tilted(self, image: np.ndarray) -> list[Detection]:
+        """A second, costlier look for faces ``detect`` cannot see (tilted heads), in the
+        image's own pixels; face analysis asks for it only where ``detect`` found nobody.
+        None by default (a detector that sees tilted faces needs no second look)."""
+        return []
+
     def analyze(self, image: np.ndarray, min_size: float = 0.0) -> list[EmbeddedFace]:
         """Detect, then embed the faces whose shorter side is at least ``min_size`` pixels."""
         faces = [f for f in self.detect(image) if f.box.size >= min_size]

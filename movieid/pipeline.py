@@ -41,6 +41,10 @@ from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
+# Test frames read ahead of the engine: ~4 MB a window at 3 frames of 896x504.
+READ_AHEAD = 128
+READ_CHUNK = 16   # windows whose frames are read in one sorted pass
+
 @dataclass(frozen=True, eq=False)
 class FilmAnalysis:
     """What the CPU stages found in a film: everything the caption engine needs."""
@@ -123,33 +127,37 @@ def _annotation(analysis: FilmAnalysis, engine: Engine, answers: list[str]) -> F
 
 
 class Answers:
-    """The engine's answers to a film's windows, worked out in a thread of their own.
+    """The engine's answers to a film's windows, worked out in threads of their own.
 
-    Windows are added as they are ready, in shot order. Each batch takes every window waiting,
-    up to ``engine.batch_size``: the engine keeps pace with a slower analysis in small batches
-    (little is left to answer when the analysis ends) and fills its batches when it is the
-    slower one. The thread holds the engine (``start`` and ``answer`` run there) and reads the
-    test frames. Leaving the ``with`` block early (Ctrl-C, SIGTERM, an error) stops it at the
-    next batch boundary and waits for it (a batch cannot be cut), so nothing runs on after the
-    run; an error in the thread is raised in the caller's thread, at the next ``add`` or at ``wait``.
+    Windows are added as they are ready, in shot order. A reader thread reads their test frames
+    ahead of the engine (up to ``READ_AHEAD`` windows, in chunks of ``READ_CHUNK``), so the GPU
+    does not wait for decoding; the caption thread holds the engine (``start`` and ``answer`` run
+    there) and takes every window read, up to ``engine.batch_size``, as a batch: the engine
+    keeps pace with a slower analysis in small batches (little is left to answer when the
+    analysis ends) and fills its batches when it is the slower one. Leaving the ``with`` block
+    early (Ctrl-C, SIGTERM, an error) stops both at the next chunk or batch boundary and waits
+    for them (a batch cannot be cut), so nothing runs on after the run; an error in a thread is
+    raised in the caller's thread, at the next ``add`` or at ``wait``.
     """
 
     def __init__(self, film: Film, cast: Cast, engine: Engine, progress: Progress = None):
         self.film, self.cast, self.engine, self.progress = film, cast, engine, progress
         self._waiting: list[tuple[Window, ShotPeople | None]] = []
+        self._ready: list[tuple[Window, ShotPeople | None, dict]] = []
         self._answers: list[str] = []
         self._added = 0
-        self._closed = self._stopped = False
+        self._closed = self._stopped = self._all_read = False
         self._error: BaseException | None = None
         self._changed = threading.Condition()
         # Waited on instead of ``Thread.join``: a join that Ctrl-C interrupts marks the thread as
         # stopped while it still runs (CPython 3.11), and a thread left in torch when the
         # interpreter exits aborts the process.
-        self._finished = threading.Event()
-        # A daemon, so that even a thread never stopped (a signal before the ``with``) cannot keep
-        # the interpreter alive; ``stop`` is what ends it.
-        self._thread = threading.Thread(target=self._run, name="captions", daemon=True)
-        self._thread.start()
+        self._finished = [threading.Event(), threading.Event()]
+        # Daemons, so that even threads never stopped (a signal before the ``with``) cannot keep
+        # the interpreter alive; ``stop`` is what ends them.
+        for target, name, done in ((self._read, "test frames", self._finished[0]),
+                                   (self._run, "captions", self._finished[1])):
+            threading.Thread(target=self._until_done, args=(target, done), name=name, daemon=True).start()
 
     def add(self, windows: Sequence[Window], people: Sequence[ShotPeople] | None = None) -> None:
         """Windows to answer, with their shots' people where the engine's prompt needs them."""
@@ -157,14 +165,15 @@ class Answers:
             self._raise_error()
             self._waiting += zip(windows, people or [None] * len(windows), strict=True)
             self._added += len(windows)
-            self._changed.notify()
+            self._changed.notify_all()
 
     def wait(self) -> list[str]:
         """Every window's answer, in order, once all are answered."""
         with self._changed:
             self._closed = True
-            self._changed.notify()
-        self._finished.wait()
+            self._changed.notify_all()
+        for done in self._finished:
+            done.wait()
         self._raise_error()
         return self._answers
 
@@ -172,12 +181,13 @@ class Answers:
         """Stop after the batch being answered; a Ctrl-C or SIGTERM meanwhile is raised after it."""
         with self._changed:
             self._stopped = True
-            self._changed.notify()
+            self._changed.notify_all()
         arrived = None
-        while not self._finished.is_set():
+        while not all(done.is_set() for done in self._finished):
             try:
-                self._finished.wait()
-            except BaseException as exc:  # raised by a signal handler: the thread must end first
+                for done in self._finished:
+                    done.wait()
+            except BaseException as exc:  # raised by a signal handler: the threads must end first
                 arrived = exc
         if arrived is not None:
             raise arrived
@@ -192,37 +202,66 @@ class Answers:
         if self._error is not None:
             raise self._error
 
-    def _run(self) -> None:
-        reader = None
+    def _until_done(self, target: Callable[[], None], done: threading.Event) -> None:
         try:
-            if self.engine.needs_pixels:
-                reader = FrameReader(self.film, max_side=ENGINE_FRAME_SIDE)
-            self.engine.start(self.cast)
+            target()
+        except BaseException as exc:  # raised again in the caller's thread
+            with self._changed:
+                self._error = self._error or exc
+                self._changed.notify_all()
+        finally:
+            done.set()
+
+    def _halted(self) -> bool:
+        return self._stopped or self._error is not None
+
+    def _read(self) -> None:
+        reader = FrameReader(self.film, max_side=ENGINE_FRAME_SIDE) if self.engine.needs_pixels else None
+        try:
             while True:
                 with self._changed:
-                    while not (self._waiting or self._closed or self._stopped):
+                    while not (self._halted() or (self._closed and not self._waiting)
+                               or (self._waiting and len(self._ready) < READ_AHEAD)):
                         self._changed.wait()
-                    if self._stopped or not self._waiting:
+                    if self._halted() or not self._waiting:
                         return
-                    batch = self._waiting[:self.engine.batch_size]
-                    del self._waiting[:len(batch)]
-                answers = self._answer(reader, batch)
+                    chunk = self._waiting[:READ_CHUNK]
+                    del self._waiting[:len(chunk)]
+                pixels = _test_frames(reader, [w for w, _ in chunk]) if reader is not None else {}
                 with self._changed:
-                    self._answers += answers
-                    done, total, stopped = len(self._answers), self._added, self._stopped
-                if not stopped:
-                    report(self.progress, "captions", done, total)
-        except BaseException as exc:  # raised again in the caller's thread
-            self._error = exc
+                    self._ready += [(window, people, pixels) for window, people in chunk]
+                    self._changed.notify_all()
         finally:
             if reader is not None:
                 reader.close()
-            self._finished.set()
+            with self._changed:
+                self._all_read = True
+                self._changed.notify_all()
 
-    def _answer(self, reader: FrameReader | None, batch: list[tuple[Window, ShotPeople | None]]) -> list[str]:
-        pixels = _test_frames(reader, [w for w, _ in batch]) if reader is not None else {}
+    def _run(self) -> None:
+        self.engine.start(self.cast)
+        while True:
+            with self._changed:
+                while not (self._ready or self._all_read or self._halted()):
+                    self._changed.wait()
+                if self._halted() or not self._ready:
+                    return
+                batch = self._ready[:self.engine.batch_size]
+                del self._ready[:len(batch)]
+                self._changed.notify_all()  # room to read ahead
+            answers = self._answer(batch)
+            with self._changed:
+                self._answers += answers
+                done, total, stopped = len(self._answers), self._added, self._stopped
+            if not stopped:
+                report(self.progress, "captions", done, total)
+
+    def _answer(self, batch: list[tuple[Window, ShotPeople | None, dict]]) -> list[str]:
+        pixels: dict = {}
+        for chunk in {id(p): p for _, _, p in batch}.values():
+            pixels.update(chunk)
         size = (self.film.width, self.film.height)
-        answers = self.engine.answer([CaptionRequest(w, people, pixels, size) for w, people in batch])
+        answers = self.engine.answer([CaptionRequest(w, people, pixels, size) for w, people, _ in batch])
         if len(answers) != len(batch):
             raise RuntimeError(f"the {self.engine.name} engine gave {len(answers)} answers to {len(batch)} windows")
         return answers

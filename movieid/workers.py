@@ -6,10 +6,7 @@ same happens in this process, so serial and parallel runs share one code path.
 
 A worker must never outlive the run: each asks the kernel to kill it when its parent dies
 (``PR_SET_PDEATHSIG`` on Linux) and also watches its parent's pid, so ``kill -9`` of the
-parent leaves nothing behind. Workers run at a lower CPU priority (``WORKER_NICENESS``): the
-parent's threads, which decode the film and feed the GPU, come first when the cores are
-busy, and the workers take the rest (their throughput is the same on an idle machine).
-Workers ignore Ctrl-C (the terminal sends it to the whole
+parent leaves nothing behind. Workers ignore Ctrl-C (the terminal sends it to the whole
 process group): the parent alone handles it and stops them. Ctrl-C or SIGTERM during a
 worker's start waits until the start is complete (see ``_signals_held``), so no half-started
 worker prints a traceback.
@@ -26,12 +23,12 @@ import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import resource_tracker
 from typing import Any, Callable
 
 from .errors import MovieIdError
 
 PR_SET_PDEATHSIG = 1
-WORKER_NICENESS = 10
 PARENT_CHECK_S = 1.0
 
 _STATE: Any = None
@@ -51,6 +48,10 @@ def _signals_held():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    # multiprocessing's resource tracker unblocks SIGINT and SIGTERM after it starts its own
+    # process (CPython's resource_tracker.ensure_running), which would let the workers started
+    # after it inherit an open mask: start it before blocking them.
+    resource_tracker.ensure_running()
     arrived: list[int] = []
     previous = {s: signal.signal(s, lambda signum, frame: arrived.append(signum)) for s in _STOP_SIGNALS}
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
@@ -88,8 +89,6 @@ def _start_worker(parent: int, setup: Callable[..., Any], args: tuple) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)   # held since the start (see _signals_held)
-    with contextlib.suppress(OSError):
-        os.nice(WORKER_NICENESS)
     _STATE = setup(*args)
 
 

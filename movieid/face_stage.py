@@ -146,27 +146,31 @@ def face_pool(config: Config, backend: FaceBackend) -> WorkerPool:
 
 
 def analyse_faces(scanned: Iterable[ScannedShot], film: Film, size: tuple[int, int], min_face: float,
-                  pool: WorkerPool, on_shot: Callable[[int, int], None] | None = None) -> Iterator[ShotFaces]:
-    """Every scanned shot's keyframes, faces and tracks, in order, each as soon as its task is
-    done (so later stages can start on the first shots); tasks overlap the scan."""
+                  pool: WorkerPool, on_shot: Callable[[int, int], None] | None = None
+                  ) -> Iterator[tuple[ShotFaces, ScannedShot]]:
+    """Every scanned shot's keyframes, faces and tracks, with the shot as scanned (its kept
+    frames), in order, each as soon as its task is done (so later stages can start on the
+    first shots); tasks overlap the scan."""
     pending: list[ScannedShot] = []
-    in_flight: collections.deque[Future] = collections.deque()
+    in_flight: collections.deque[tuple[Future, tuple[ScannedShot, ...]]] = collections.deque()
     done = submitted = 0
 
-    def finished(final: bool) -> Iterator[ShotFaces]:
+    def finished(final: bool) -> Iterator[tuple[ShotFaces, ScannedShot]]:
         nonlocal done
-        while in_flight and (len(in_flight) > 2 * pool.processes or final or in_flight[0].done()):
-            shots = result(in_flight.popleft())
-            done += len(shots)
+        while in_flight and (len(in_flight) > 2 * pool.processes or final or in_flight[0][0].done()):
+            future, shots = in_flight.popleft()
+            faces = result(future)
+            done += len(faces)
             if on_shot is not None:
                 on_shot(done, submitted)
-            yield from shots
+            yield from zip(faces, shots, strict=True)
 
-    def flush(final: bool = False) -> Iterator[ShotFaces]:
+    def flush(final: bool = False) -> Iterator[tuple[ShotFaces, ScannedShot]]:
         nonlocal submitted
         if pending and (final or len(pending) >= TASK_SHOTS
                         or pending[-1].shot.end - pending[0].shot.start >= TASK_SECONDS):
-            in_flight.append(pool.submit(_analyze, FaceTask(film, size, min_face, tuple(pending))))
+            shots = tuple(pending)
+            in_flight.append((pool.submit(_analyze, FaceTask(film, size, min_face, shots)), shots))
             submitted += len(pending)
             pending.clear()
         yield from finished(final)

@@ -22,27 +22,31 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
 
 from .annotation import now
 from .cast import count_photos, discover, empty_cast, load_cast
 from .config import Config
 from .engines import CaptionRequest, Engine, load_engine
-from .engines.base import ENGINE_FRAME_SIDE
 from .face_stage import analyse_faces, face_pool
 from .faces import FaceBackend, load_backend
 from .identity import identify
 from .progress import Progress, report
 from .records import Cast, Film, FilmAnnotation, ShotAnnotation, ShotPeople, Window
-from .scan import scan_film
-from .video import FrameReader, fit_size, probe
+from .scan import KeptFrames, scan_film
+from .video import YuvFrame, fit_size, probe
 from .windows import build_window
 from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
-# Test frames read ahead of the engine: ~4 MB a window at 3 frames of 896x504.
-READ_AHEAD = 128
+# Windows whose test frames are ready ahead of the engine (~8 MB a window at 3 frames of 1280x720
+# RGB), and windows that may wait with the frames the decoding pass handed over (half that, as
+# YUV; beyond it the analysis waits for the engine).
+READ_AHEAD = 64
+HELD_AHEAD = 128
 READ_CHUNK = 16   # windows whose frames are read in one sorted pass
 
 @dataclass(frozen=True, eq=False)
@@ -55,6 +59,7 @@ class FilmAnalysis:
     windows: tuple[Window, ...]
     unknown_count: int
     settings: dict
+    frame_size: tuple[int, int]   # the frames' size for face analysis, which engines see too
 
 
 def annotate(film: str | Path | Film, cast_dir: str | Path | None = None, config: Config = Config(),
@@ -69,10 +74,16 @@ def annotate(film: str | Path | Film, cast_dir: str | Path | None = None, config
         with face_pool(config, backend) as pool:
             analysis = analyse(film, cast, backend, config, pool, progress)
         return caption(analysis, engine, progress)
-    with Answers(film, cast, engine, progress) as answers:
+    with Answers(film, cast, engine, analysis_size(film, config), progress) as answers:
         with face_pool(config, backend) as pool:
-            analysis = analyse(film, cast, backend, config, pool, progress, on_window=lambda w: answers.add([w]))
+            analysis = analyse(film, cast, backend, config, pool, progress,
+                               on_window=lambda window, frames: answers.add([window], frames=[frames]))
         return _annotation(analysis, engine, answers.wait())
+
+
+def analysis_size(film: Film, config: Config) -> tuple[int, int]:
+    """The size at which the film's frames are analysed (and shown to caption engines)."""
+    return fit_size(film.width, film.height, config.faces.size)
 
 
 def cast_for(cast_dir: str | Path | None, backend: FaceBackend, config: Config, progress: Progress = None) -> Cast:
@@ -87,33 +98,36 @@ def cast_for(cast_dir: str | Path | None, backend: FaceBackend, config: Config, 
 
 
 def analyse(film: Film, cast: Cast, backend: FaceBackend, config: Config, pool: WorkerPool,
-            progress: Progress = None, on_window: Callable[[Window], None] | None = None) -> FilmAnalysis:
+            progress: Progress = None,
+            on_window: Callable[[Window, Mapping[int, YuvFrame]], None] | None = None) -> FilmAnalysis:
     """The CPU stages: shots, keyframes, faces, tracks, windows and names; ``on_window`` gets
-    each shot's window as soon as the shot is analysed (in order)."""
+    each shot's window as soon as the shot is analysed (in order), with those of its test frames
+    the decoding pass kept (all but keyframes of shots shorter than its grid step)."""
     log.info("%s: %dx%d, %.3f fps%s, %d frames, reader %s", film.path, film.width, film.height,
              film.fps, " (VFR)" if film.vfr else "", film.frame_count, film.reader)
-    face_size = fit_size(film.width, film.height, config.faces.size)
+    face_size = analysis_size(film, config)
     scanned = scan_film(film, config.shots, config.windows.frames_per_shot, face_size,
                         on_frame=lambda n: report(progress, "shots", n, film.frame_count))
     shot_faces, windows = [], []
-    for faces in analyse_faces(scanned, film, face_size, config.faces.min_face, pool,
-                               on_shot=lambda n, total: report(progress, "faces", n, total)):
+    for faces, shot in analyse_faces(scanned, film, face_size, config.faces.min_face, pool,
+                                     on_shot=lambda n, total: report(progress, "faces", n, total)):
         shot_faces.append(faces)
         windows.append(build_window(faces, cast, config.windows, backend.match_threshold))
         if on_window is not None:
-            on_window(windows[-1])
+            tests = {image.frame for image in windows[-1].tests}
+            on_window(windows[-1], {i: frame for i, frame in shot.frames.items() if i in tests})
     shots, unknown_count = identify(shot_faces, cast, backend.match_threshold, config.identity.min_confidence,
                                     backend.cluster_threshold, backend.confidence_margin)
     log.info("%s: %d shots, %d people seen, %d unknown", film.path, len(shots),
              sum(len(s.people) for s in shots), unknown_count)
     settings = {**config.to_json(), "face_backend_used": backend.name}
-    return FilmAnalysis(film, cast, tuple(shots), tuple(windows), unknown_count, settings)
+    return FilmAnalysis(film, cast, tuple(shots), tuple(windows), unknown_count, settings, face_size)
 
 
 def caption(analysis: FilmAnalysis, engine: Engine, progress: Progress = None) -> FilmAnnotation:
     """The caption stage: the engine answers every shot's window, in batches; the answers
     become captions with the shots' people."""
-    with Answers(analysis.film, analysis.cast, engine, progress) as answers:
+    with Answers(analysis.film, analysis.cast, engine, analysis.frame_size, progress) as answers:
         answers.add(analysis.windows, analysis.shots)
         return _annotation(analysis, engine, answers.wait())
 
@@ -129,23 +143,26 @@ def _annotation(analysis: FilmAnalysis, engine: Engine, answers: list[str]) -> F
 class Answers:
     """The engine's answers to a film's windows, worked out in threads of their own.
 
-    Windows are added as they are ready, in shot order. A reader thread reads their test frames
-    ahead of the engine (up to ``READ_AHEAD`` windows, in chunks of ``READ_CHUNK``), so the GPU
-    does not wait for decoding; the caption thread holds the engine (``start`` and ``answer`` run
-    there) and takes every window read, up to ``engine.batch_size``, as a batch: the engine
-    keeps pace with a slower analysis in small batches (little is left to answer when the
-    analysis ends) and fills its batches when it is the slower one. Leaving the ``with`` block
-    early (Ctrl-C, SIGTERM, an error) stops both at the next chunk or batch boundary and waits
-    for them (a batch cannot be cut), so nothing runs on after the run; an error in a thread is
-    raised in the caller's thread, at the next ``add`` or at ``wait``.
+    Windows are added as they are ready, in shot order, with those of their test frames already
+    decoded (within one ``annotate``, the decoding pass hands them over: no second decoding). A
+    reader thread makes every window's test frames RGB ahead of the engine (up to
+    ``READ_AHEAD`` windows, in chunks of ``READ_CHUNK``), reading those not handed over with
+    ``KeptFrames`` (the same pixels); the caption thread holds the engine (``start`` and
+    ``answer`` run there) and takes every window read, up to ``engine.batch_size``, as a batch:
+    the engine keeps pace with a slower analysis in small batches (little is left to answer
+    when the analysis ends) and fills its batches when it is the slower one; then ``add``
+    waits while ``HELD_AHEAD`` windows hold frames, so memory stays flat. Leaving the ``with``
+    block early (Ctrl-C, SIGTERM, an error) stops both at the next chunk or batch boundary and
+    waits for them (a batch cannot be cut), so nothing runs on after the run; an error in a
+    thread is raised in the caller's thread, at the next ``add`` or at ``wait``.
     """
 
-    def __init__(self, film: Film, cast: Cast, engine: Engine, progress: Progress = None):
-        self.film, self.cast, self.engine, self.progress = film, cast, engine, progress
-        self._waiting: list[tuple[Window, ShotPeople | None]] = []
-        self._ready: list[tuple[Window, ShotPeople | None, dict]] = []
+    def __init__(self, film: Film, cast: Cast, engine: Engine, frame_size: tuple[int, int], progress: Progress = None):
+        self.film, self.cast, self.engine, self.frame_size, self.progress = film, cast, engine, frame_size, progress
+        self._waiting: list[tuple[Window, ShotPeople | None, Mapping[int, YuvFrame]]] = []
+        self._ready: list[tuple[Window, ShotPeople | None, dict, bool]] = []  # ..., held frames
         self._answers: list[str] = []
-        self._added = 0
+        self._added = self._held = 0
         self._closed = self._stopped = self._all_read = False
         self._error: BaseException | None = None
         self._changed = threading.Condition()
@@ -159,12 +176,20 @@ class Answers:
                                    (self._run, "captions", self._finished[1])):
             threading.Thread(target=self._until_done, args=(target, done), name=name, daemon=True).start()
 
-    def add(self, windows: Sequence[Window], people: Sequence[ShotPeople] | None = None) -> None:
-        """Windows to answer, with their shots' people where the engine's prompt needs them."""
+    def add(self, windows: Sequence[Window], people: Sequence[ShotPeople] | None = None,
+            frames: Sequence[Mapping[int, YuvFrame]] | None = None) -> None:
+        """Windows to answer, with their shots' people where the engine's prompt needs them and
+        test frames already decoded (``frames``: per window, frame index -> frame; it waits while
+        ``HELD_AHEAD`` windows hold frames)."""
         with self._changed:
+            if frames is not None:
+                while self._held >= HELD_AHEAD and not self._halted():
+                    self._changed.wait()
             self._raise_error()
-            self._waiting += zip(windows, people or [None] * len(windows), strict=True)
+            held = [{} for _ in windows] if frames is None or not self.engine.needs_pixels else list(frames)
+            self._waiting += zip(windows, people or [None] * len(windows), held, strict=True)
             self._added += len(windows)
+            self._held += sum(1 for f in held if f)
             self._changed.notify_all()
 
     def wait(self) -> list[str]:
@@ -216,7 +241,7 @@ class Answers:
         return self._stopped or self._error is not None
 
     def _read(self) -> None:
-        reader = FrameReader(self.film, max_side=ENGINE_FRAME_SIDE) if self.engine.needs_pixels else None
+        source = KeptFrames(self.film, self.frame_size) if self.engine.needs_pixels else None
         try:
             while True:
                 with self._changed:
@@ -227,13 +252,13 @@ class Answers:
                         return
                     chunk = self._waiting[:READ_CHUNK]
                     del self._waiting[:len(chunk)]
-                pixels = _test_frames(reader, [w for w, _ in chunk]) if reader is not None else {}
+                pixels = _test_frames(source, chunk) if source is not None else {}
                 with self._changed:
-                    self._ready += [(window, people, pixels) for window, people in chunk]
+                    self._ready += [(window, people, pixels, bool(held)) for window, people, held in chunk]
                     self._changed.notify_all()
         finally:
-            if reader is not None:
-                reader.close()
+            if source is not None:
+                source.close()
             with self._changed:
                 self._all_read = True
                 self._changed.notify_all()
@@ -248,7 +273,8 @@ class Answers:
                     return
                 batch = self._ready[:self.engine.batch_size]
                 del self._ready[:len(batch)]
-                self._changed.notify_all()  # room to read ahead
+                self._held -= sum(held for *_, held in batch)
+                self._changed.notify_all()  # room to read ahead, and to hold frames
             answers = self._answer(batch)
             with self._changed:
                 self._answers += answers
@@ -256,17 +282,20 @@ class Answers:
             if not stopped:
                 report(self.progress, "captions", done, total)
 
-    def _answer(self, batch: list[tuple[Window, ShotPeople | None, dict]]) -> list[str]:
+    def _answer(self, batch: list[tuple[Window, ShotPeople | None, dict, bool]]) -> list[str]:
         pixels: dict = {}
-        for chunk in {id(p): p for _, _, p in batch}.values():
+        for chunk in {id(p): p for _, _, p, _ in batch}.values():
             pixels.update(chunk)
         size = (self.film.width, self.film.height)
-        answers = self.engine.answer([CaptionRequest(w, people, pixels, size) for w, people, _ in batch])
+        answers = self.engine.answer([CaptionRequest(w, people, pixels, size) for w, people, _, _ in batch])
         if len(answers) != len(batch):
             raise RuntimeError(f"the {self.engine.name} engine gave {len(answers)} answers to {len(batch)} windows")
         return answers
 
 
-def _test_frames(reader: FrameReader, windows: list[Window]) -> dict:
-    wanted = sorted({image.frame for w in windows for image in w.tests})
-    return dict(zip(wanted, reader.read(wanted)))
+def _test_frames(source: KeptFrames, chunk: list[tuple[Window, ShotPeople | None, Mapping]]) -> dict[int, np.ndarray]:
+    """The chunk's test frames as RGB: those handed over, and the others read from the film."""
+    given = {i: frame for _, _, held in chunk for i, frame in held.items()}
+    wanted = sorted({image.frame for window, _, _ in chunk for image in window.tests})
+    given.update(source.read([i for i in wanted if i not in given]))
+    return {i: given[i].rgb() if isinstance(given[i], YuvFrame) else given[i] for i in wanted}

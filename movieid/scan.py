@@ -7,7 +7,8 @@ and the kept frames among them, so face analysis of early shots overlaps decodin
 ones, and memory holds only the frames of the shots still open. Besides the candidates, a
 shot carries a few more kept frames spread over it (``samples``): face analysis looks at
 them where the keyframes disagree on who is there. ``movieid shots`` and ``annotate`` both
-run this pass, so they find the same shots.
+run this pass, so they find the same shots. ``KeptFrames`` reads frames again later, pixel for
+pixel as this pass kept them.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from .config import ShotConfig
 from .keyframes import FrameStats
 from .records import Film, Shot
 from .shots import ShotDetector, detection_size
-from .video import YuvFrame, scan
+from .video import FrameReader, YuvFrame, scan
 
 # Frames are kept at face-analysis size at about this rate: the keyframe candidates.
 KEYFRAME_GRID_FPS = 5.0
@@ -92,3 +93,54 @@ def scan_film(film: Film, config: ShotConfig, frames_per_shot: int, face_size: t
     yield from closed(detector.finish())
     if on_frame is not None:
         on_frame(film.frame_count)
+
+
+class KeptFrames:
+    """A film's frames at face-analysis size, read again later exactly as the decoding pass kept
+    them, so that a caption engine sees the pixels the face analysis saw (whether the frames come
+    from the pass itself, as within one ``annotate``, or are read again, as in a batch).
+
+    Frames on the pass's grid come from a forward pass through the same ffmpeg filters (decoding
+    is deterministic, so they are equal to the pass's); others (keyframes of shots shorter than
+    the grid step, which the face workers read themselves) from ``FrameReader`` at that size, as
+    the workers read them. Reads in ascending order cost one decoding of the film; an earlier
+    grid frame than the last one read restarts the pass. Not thread-safe.
+    """
+
+    def __init__(self, film: Film, size: tuple[int, int]):
+        self.film, self.size, self.step = film, size, keyframe_step(film)
+        self._pass: Iterator | None = None
+        self._next = 0   # the first frame the running pass has not yet yielded
+        self._reader: FrameReader | None = None
+
+    def read(self, indices: list[int]) -> dict[int, YuvFrame | np.ndarray]:
+        """``indices`` -> their frames: YUV on the grid, RGB arrays off it."""
+        wanted = sorted(set(indices))
+        grid = [i for i in wanted if i % self.step == 0]
+        frames: dict[int, YuvFrame | np.ndarray] = {}
+        if grid:
+            if self._pass is None or grid[0] < self._next:
+                self.close()
+                self._pass = iter(scan(self.film, (8, 8), large_size=self.size, large_every=self.step))
+            for frame in self._pass:
+                self._next = frame.index + 1
+                if frame.index in grid:
+                    frames[frame.index] = frame.large
+                if frame.index >= grid[-1]:
+                    break
+            if grid[-1] not in frames:
+                raise IndexError(f"frame {grid[-1]} is not in the film's {self.film.frame_count} frames")
+        off_grid = [i for i in wanted if i % self.step]
+        if off_grid:
+            self._reader = self._reader or FrameReader(self.film, size=self.size, threads=1)
+            frames.update(zip(off_grid, self._reader.read(off_grid)))
+        return frames
+
+    def close(self) -> None:
+        """Stop the running pass (its ffmpeg process) and reader."""
+        if self._pass is not None:
+            self._pass.close()
+            self._pass, self._next = None, 0
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None

@@ -64,3 +64,48 @@ def test_frame_stats_cover_every_frame(cardgame):
     stats = FrameStats(film.frame_count)
     detect_shots(film, ShotConfig(), stats)
     assert (stats.sharpness > 0).all() and (stats.brightness > 0).all()
+
+
+def _children() -> set[int]:
+    """This process's child processes (from /proc)."""
+    import os
+    from pathlib import Path
+
+    me = str(os.getpid())
+    return {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+            and (p / "stat").exists() and (p / "stat").read_text().rsplit(")", 1)[-1].split()[1] == me}
+
+
+def test_frames_read_again_are_the_frames_the_decoding_pass_kept(cardgame):
+    """A caption engine sees what the face analysis saw, whether the decoding pass hands it the
+    frames or they are read again later (a batch): grid frames equal to the byte, in any order
+    (asked for an earlier one, the pass restarts), and the flash cut's keyframes (off the grid)
+    as the face workers read them."""
+    import numpy as np
+
+    from movieid.scan import KeptFrames, keyframe_step
+    from movieid.video import FrameReader, fit_size
+
+    path, _, _ = cardgame
+    film = probe(path)
+    size = fit_size(film.width, film.height, 320)      # scaled, as a film larger than faces.size is
+    scanned = list(scan_film(film, ShotConfig(max_shot_len=CARDGAME_MAX_SHOT_LEN), 3, size))
+    kept = {i: frame for s in scanned for i, frame in s.frames.items()}
+    order = sorted(kept)
+    assert len(order) > 8 and all(frame.planes.shape == (size[1] * 3 // 2, size[0]) for frame in kept.values())
+    before = _children()
+    source = KeptFrames(film, size)
+    try:
+        late, early = order[len(order) // 2:], order[:len(order) // 2]
+        again = {**source.read(late), **source.read(early[:3]), **source.read(early[3:])}
+        assert sorted(again) == order
+        assert all(np.array_equal(again[i].planes, kept[i].planes) for i in order)
+        step = keyframe_step(film)
+        off_grid = sorted({i for s in scanned for seg in s.candidates for i in seg if i % step})
+        assert off_grid                                   # the 3-frame flash cut
+        read = source.read(off_grid)
+        expected = FrameReader(film, size=size).read(off_grid)
+        assert all(np.array_equal(read[i], e) for i, e in zip(off_grid, expected))
+    finally:
+        source.close()
+    assert _children() <= before                          # no ffmpeg left running

@@ -9,8 +9,10 @@ RGB arrays), 48 new tokens (EOS ignored so every shot costs the same), greedy:
 (d) ``--peer``: a Qwen2-VL-7B-size model from its published config (random weights) through
     transformers ``generate()``, batch 8, the same 8 images of 256 visual tokens a sample.
 Then where a batch of 64 goes (PIL preprocessing, vision, prefill, decode steps; the decode with
-the shared prefix read once per row instead, and without CUDA graphs) and the SDPA backends on the
-model's attention shapes.
+the shared prefix read once per row instead, without CUDA graphs, and with torch's kernels instead
+of the Triton decode kernels) and the SDPA backends on the model's attention shapes. First of
+all, the Triton decode kernels' block size and warps are swept on one layer's decode attention at
+the engine's batch (``decode_sweep``), against torch's kernels, and the fastest are used.
 
     python bench/ida_vlm.py [--variants base idf] [--peer] [--profile] [--json PATH]
 """
@@ -29,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from movieid.models.ida_vlm import IdaVlm, Request, RoleImage, build_id_query  # noqa: E402
-from movieid.models.ida_vlm import language  # noqa: E402
+from movieid.models.ida_vlm import decode_attention, language  # noqa: E402
 from movieid.models.ida_vlm.config import IdaVlmConfig  # noqa: E402
 from movieid.models.ida_vlm.images import resize, resize_all  # noqa: E402
 from movieid.models.ida_vlm.prompt import chat_prompt  # noqa: E402
@@ -139,11 +141,17 @@ def bench_variant(variant: str, args, tokenizer: QwenTokenizer) -> list[dict]:
     picked = model.batch_size_for(shots(cast, 512), args.new_tokens)
     count = max(64, picked)
     print(f"{variant}: the engine picks batches of {picked} rows", flush=True)
+    sweep = {}
+    if decode_attention.available(model.device):
+        sweep = {"path": f"{variant} decode attention sweep", **decode_sweep(picked)}
+        torch.cuda.empty_cache()
     warm = lambda: model.generate(shots(cast, 16), max_new_tokens=4, ignore_eos=True)  # noqa: E731
     rows = [measure(f"{variant} (a) naive: 1 shot/call, cast re-encoded", naive, args.naive_shots),
             measure(f"{variant} (b) engine: batch 16, cast cached", lambda: engine(64, 16), 64, warm),
             measure(f"{variant} (c) engine: batch it picks ({picked}), cast cached", lambda: engine(count, None),
                     count, warm, batch=picked)]
+    if sweep:
+        rows.append(sweep)
     try:
         rows.append(breakdown(model, variant, shots(cast, 64), args))
     except Exception as error:  # diagnostics: report, keep the rows above
@@ -184,10 +192,65 @@ def breakdown(model: IdaVlm, variant: str, batch: list[Request], args) -> dict:
            "decode_step_ms": step(full(), prefill),
            "decode_step_ms_unshared": step(full(share_prefix=False), unshared_prefill),
            "decode_step_ms_no_cuda_graph": step(full(cuda_graphs=False), prefill),
-           "decode_kernel": "memory-efficient (log-sum-exp)" if language.efficient_kernel_works(model.device) else "math",
+           "decode_step_ms_torch_kernels": step(torch_kernels(full), prefill),
+           "decode_kernel": "triton" if decode_attention.available(model.device) else
+           "memory-efficient (log-sum-exp)" if language.efficient_kernel_works(model.device) else "math",
            "sdpa_priority": [backend.name for backend in language.SDPA_PRIORITY]}
     print(json.dumps(row, indent=1), flush=True)
     return row
+
+
+def torch_kernels(fn):
+    """``fn()`` with the decode step's attention in torch's kernels (the Triton ones switched off)."""
+    available = decode_attention.available
+    decode_attention.available = lambda device: False
+    try:
+        return fn()
+    finally:
+        decode_attention.available = available
+
+
+def decode_sweep(rows: int, prefix: int = 880, own: int = 1335, new: int = 48) -> dict:
+    """One layer's decode attention at the model's shapes (32 heads of 128, bf16): ``rows`` rows
+    sharing a ``prefix``, each with ``own`` columns plus ``new`` (left padding of up to 60), at the
+    last step. Times the Triton kernels per block size and warps, and torch's path; sets the
+    fastest block size and warps and returns the table (ms a call, GB/s of the cache read)."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    capacity = -(-(own + new) // 16) * 16
+    rand = lambda *shape: torch.randn(*shape, generator=g, device="cuda", dtype=torch.bfloat16)  # noqa: E731
+    q, keys, values = rand(rows, 32, 1, 128), rand(rows, 32, capacity, 128), rand(rows, 32, capacity, 128)
+    prefix_kv = language.KVCache([rand(1, 32, prefix, 128)], [rand(1, 32, prefix, 128)])
+    first = torch.randint(0, 60, (rows,), generator=g, device="cuda")
+    column = torch.tensor([own + new - 1], device="cuda")
+    columns = torch.arange(capacity, device="cuda")
+    bias = torch.where((columns >= first[:, None]) & (columns <= column), 0.0, float("-inf"))[:, None, None]
+    context = language.Decode(language.KVCache([keys], [values]), column, bias, [(slice(0, rows), prefix_kv)], first)
+    read = 2 * (rows * (own + new) + prefix) * 32 * 128 * 2   # bytes of keys and values a call must read
+
+    def ms(fn, repeat=20) -> float:
+        fn()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeat):
+            fn()
+        torch.cuda.synchronize()
+        return 1000 * (time.perf_counter() - start) / repeat
+
+    attend = lambda: context.attend(0, q, keys[:, :, -1:], values[:, :, -1:])  # noqa: E731
+    table = {"rows": rows, "torch_ms": torch_kernels(lambda: ms(attend)), "triton": []}
+    saved = decode_attention.BLOCK_N, decode_attention.ROWS_WARPS
+    for block in (32, 64, 128):
+        for warps in (2, 4, 8):
+            decode_attention.BLOCK_N, decode_attention.ROWS_WARPS = block, warps
+            t = ms(attend)
+            table["triton"].append({"block_n": block, "warps": warps, "ms": t, "gb_s": read / t / 1e6})
+    best = min(table["triton"], key=lambda r: r["ms"])
+    decode_attention.BLOCK_N, decode_attention.ROWS_WARPS = (best["block_n"], best["warps"]) if best else saved
+    table["best"] = best
+    table["torch_gb_s"] = read / table["torch_ms"] / 1e6
+    print(f"decode attention, one layer, {rows} rows: torch {table['torch_ms']:.3f} ms; Triton best "
+          f"{best['ms']:.3f} ms (block {best['block_n']}, {best['warps']} warps, {best['gb_s']:.0f} GB/s)", flush=True)
+    return table
 
 
 def sdpa_backends() -> dict:

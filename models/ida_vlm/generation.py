@@ -224,7 +224,7 @@ def generate_tokens(lm: QwenModel, lm_head: nn.Linear, config: IdaVlmConfig, row
         pos = positions_for(config, (lengths + step_index)[:, None], inv_freq, logn, dtype)
         valid = (columns[None] >= first_column[:, None]) & (columns[None] <= column)
         bias = torch.where(valid, 0.0, float("-inf"))[:, None, None]
-        hidden = lm(lm.wte(token)[:, None], pos, Decode(cache, column, bias, shared))
+        hidden = lm(lm.wte(token)[:, None], pos, Decode(cache, column, bias, shared, first_column))
         return lm_head(hidden[:, -1]).float()
 
     step = CudaGraphStep(decode_step) if cuda_graph and device.type == "cuda" else decode_step

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right
 
+from . import decode_attention
 from .config import IdaVlmConfig
 
 
@@ -214,19 +215,24 @@ class Decode:
     """One new token per row. Its key and value go into column ``column`` of the rows' cache; it
     attends to its row's own columns (``bias``: 0 where the row holds a key, -inf elsewhere) and,
     for rows that share a prompt prefix, to that prefix's single cached copy, read once for all of
-    them; the two parts merge by their log-sum-exp. On CUDA the rows' part runs in the
-    memory-efficient attention kernel (the cache is read once, at full bandwidth). Only tensors
-    change from step to step, so a CUDA graph of the step can be replayed."""
+    them; the two parts merge by their log-sum-exp. With Triton on CUDA both parts are two kernels
+    that read only the columns rows hold (``decode_attention``); else the rows' part runs in the
+    memory-efficient attention kernel on CUDA, or as plain products. Only tensors change from step
+    to step, so a CUDA graph of the step can be replayed."""
 
     cache: KVCache
     column: torch.Tensor  # [1] long
     bias: torch.Tensor  # [B, 1, 1, capacity] float32, capacity a multiple of 16
     shared: list[tuple[slice, KVCache]]  # rows (contiguous) and the prefix they share
+    first: torch.Tensor  # [B] long: each row's first column (the bias's first 0)
 
     def attend(self, layer, q, k, v):
         keys, values = self.cache.keys[layer], self.cache.values[layer]
         keys.index_copy_(2, self.column, k)
         values.index_copy_(2, self.column, v)
+        if decode_attention.available(q.device):
+            shared = [(rows, prefix.keys[layer], prefix.values[layer]) for rows, prefix in self.shared]
+            return decode_attention.decode_attention(q, keys, values, self.first, self.column, shared)
         if q.is_cuda and efficient_kernel_works(q.device):
             out, lse = efficient_attention(q, keys, values, self.bias)  # [B, heads, 1, *]
             out, top, total = out.float(), lse, torch.ones_like(lse)

@@ -72,7 +72,7 @@ def test_cuda_graph_replay_is_bitwise_the_eager_step_in_bf16(checkpoints, frames
 
 
 def test_cuda_generation_equals_the_cpu_path(checkpoints, frames, exact_fp32):
-    """The memory-efficient kernel with log-sum-exp (CUDA) against plain math (CPU), fp32."""
+    """The CUDA path (Triton decode kernels) against plain math (CPU), fp32."""
     from movieid.models.ida_vlm.language import efficient_kernel_works
 
     assert efficient_kernel_works(torch.device("cuda"))
@@ -80,6 +80,25 @@ def test_cuda_generation_equals_the_cpu_path(checkpoints, frames, exact_fp32):
     gpu = IdaVlm.from_pretrained(checkpoints("idf"), variant="idf", device="cuda", dtype=torch.float32)
     on_cpu = [g.token_ids for g in cpu.generate(_requests(cpu, frames), max_new_tokens=12)]
     assert [g.token_ids for g in gpu.generate(_requests(gpu, frames), max_new_tokens=12)] == on_cpu
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_decode_kernels_equal_the_torch_paths(checkpoints, frames, exact_fp32, monkeypatch, dtype):
+    """The decode step's Triton kernels (``decode_attention``) against plain attention on a random
+    problem, and (fp32: in bf16 other kernels round differently, and near-tied random logits may
+    then pick other tokens) the greedy tokens of a batch with them against the memory-efficient
+    kernel's."""
+    from movieid.models.ida_vlm import decode_attention
+
+    cuda = torch.device("cuda")
+    assert decode_attention.available(cuda) and decode_attention.check(cuda, dtype)
+    if dtype != torch.float32:
+        return
+    model = IdaVlm.from_pretrained(checkpoints("idf"), variant="idf", device="cuda", dtype=dtype)
+    requests = _requests(model, frames) * 3
+    fused = [g.token_ids for g in model.generate(requests, max_new_tokens=16, ignore_eos=True)]
+    monkeypatch.setattr(decode_attention, "available", lambda device: False)
+    assert [g.token_ids for g in model.generate(requests, max_new_tokens=16, ignore_eos=True)] == fused
 
 
 def test_running_out_of_gpu_memory_halves_the_batch(checkpoints, frames, caplog):

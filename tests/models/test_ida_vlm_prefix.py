@@ -180,3 +180,44 @@ def test_batch_size_follows_free_memory():
     fits = rows_that_fit(config, rows, 20, torch.float32, 10 ** 9)
     assert 0.5 * 0.9 * 10 ** 9 / per_row < fits <= 0.9 * 10 ** 9 / per_row  # room kept for activations
     assert rows_that_fit(config, rows, 20, torch.float32, 10) == 1
+
+
+_TRITON_CHILD = """
+import json, sys
+import numpy as np, torch
+sys.path.insert(0, {root!r})
+from movieid.models.ida_vlm import IdaVlm, decode_attention
+from tests.models.test_ida_vlm_prefix import _cast_requests
+calls = []
+real = decode_attention.decode_attention
+decode_attention.decode_attention = lambda *args: calls.append(1) or real(*args)
+model = IdaVlm.from_pretrained({checkpoint!r}, variant="idf", device="cpu")
+frames = [np.asarray(f, np.uint8) for f in json.loads(sys.stdin.read())]
+answers = model.generate(_cast_requests(model, frames), max_new_tokens=4, ignore_eos=True)
+print(json.dumps({{"kernel_checked": decode_attention.check(torch.device("cpu"), torch.float32),
+                   "calls": len(calls), "tokens": [a.token_ids for a in answers]}}))
+"""
+
+
+def test_triton_decode_kernels_give_the_same_answers(checkpoints, idf_model, frames):
+    """The decode step's Triton kernels (``decode_attention``: the shared prefix and each row's own
+    columns, what a CUDA GPU with Triton runs), here through Triton's interpreter on the CPU, give
+    the torch path's greedy tokens on batches with shared prefixes, a row sharing nothing and left
+    padding."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("triton", reason="Triton is not installed")
+    root = str(Path(__file__).resolve().parents[2])
+    script = _TRITON_CHILD.format(root=root, checkpoint=str(checkpoints("idf")))
+    child = subprocess.run([sys.executable, "-c", script], input=json.dumps([f.tolist() for f in frames]),
+                           capture_output=True, text=True, timeout=600, cwd=root,
+                           env={**os.environ, "TRITON_INTERPRET": "1"})
+    assert child.returncode == 0, child.stderr[-3000:]
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    assert result["kernel_checked"] and result["calls"] > 0
+    ours = idf_model.generate(_cast_requests(idf_model, frames), max_new_tokens=4, ignore_eos=True)
+    assert result["tokens"] == [a.token_ids for a in ours]

@@ -1,0 +1,192 @@
+"""The decode step's attention in two Triton kernels (CUDA): a shared prefix read once for all its
+rows, each row's own columns read once, and nothing else.
+
+A decode step is bound by reading the cache: one query per row and head against every key the
+row holds. Torch's attention kernels work in tiles of 64 or more queries, so one query computes a
+tile that is mostly thrown away, and merging a shared prefix's part with the rows' part by
+log-sum-exp costs a dozen small kernels per layer. Here:
+
+* ``_prefix_kernel``, per group of rows sharing a prefix: the group's queries (a tile of rows, one
+  head) against the prefix's single copy, with tensor-core products: each prefix key is read
+  once per tile of rows; it leaves the unnormalised sum, max and sum of weights per row and head;
+* ``_rows_kernel``, per row and head: starts from that state (or empty, for a row sharing nothing)
+  and goes on over the row's own columns, ``first[row]`` to ``column`` (inclusive; the left
+  padding and the columns not yet written are not read at all), one online softmax in float32;
+  it writes the normalised result in the query's dtype.
+
+Both read their bounds from device tensors, so a CUDA graph of the step can be replayed. The
+result equals ``language.partial_attention`` + ``merge`` up to float32 rounding (the weights of
+the prefix part are rounded to the values' dtype for their product, as flash attention does; the
+rows' part keeps them in float32). With ``TRITON_INTERPRET=1`` set before Triton is imported,
+the same kernels run on the CPU through Triton's interpreter, and the model uses them there too
+(that is how the CPU tests check them).
+"""
+import functools
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # Triton comes with torch's CUDA builds; without it the torch path is used
+    triton = None
+
+    class tl:  # noqa: N801 - only so that the kernels' annotations resolve
+        constexpr = None
+
+BLOCK_N = 64       # keys per step of the loop over a row's columns
+ROWS_WARPS = 4
+PREFIX_BLOCK_M = 32   # rows of a group per prefix tile
+PREFIX_BLOCK_N = 64
+
+
+def _prefix_kernel(Q, K, V, Acc, M, L, row0, n, P, H, D, sqb, sqh, sqd, skh, skn, skd, svh, svn, svd, scale,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                   IEEE: tl.constexpr):
+    tile, h = tl.program_id(0), tl.program_id(1)
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    dims = tl.arange(0, BLOCK_D)
+    rmask, dmask = rows < n, dims < D
+    q = tl.load(Q + (row0 + rows)[:, None] * sqb + h * sqh + dims[None, :] * sqd,
+                mask=rmask[:, None] & dmask[None, :], other=0.0)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    for start in range(0, P, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        cmask = cols < P
+        k = tl.load(K + h * skh + cols[:, None] * skn + dims[None, :] * skd, mask=cmask[:, None] & dmask[None, :],
+                    other=0.0)
+        if IEEE:
+            s = tl.dot(q, tl.trans(k), input_precision="ieee")
+        else:
+            s = tl.dot(q, tl.trans(k))
+        s = tl.where(cmask[None, :], s * scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp(m_i - m_new)
+        p = tl.exp(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(V + h * svh + cols[:, None] * svn + dims[None, :] * svd, mask=cmask[:, None] & dmask[None, :],
+                    other=0.0)
+        if IEEE:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    state = (row0 + rows) * H + h
+    tl.store(Acc + state[:, None] * D + dims[None, :], acc, mask=rmask[:, None] & dmask[None, :])
+    tl.store(M + state, m_i, mask=rmask)
+    tl.store(L + state, l_i, mask=rmask)
+
+
+def _rows_kernel(Q, K, V, First, Column, Grouped, Acc, M, L, Out, H, D, sqb, sqh, sqd, skb, skh, skn, skd,
+                 svb, svh, svn, svd, sob, soh, sod, scale, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    b, h = tl.program_id(0), tl.program_id(1)
+    dims = tl.arange(0, BLOCK_D)
+    dmask = dims < D
+    q = tl.load(Q + b * sqb + h * sqh + dims * sqd, mask=dmask, other=0.0).to(tl.float32)
+    first = tl.load(First + b)
+    last = tl.load(Column)
+    grouped = tl.load(Grouped + b) != 0
+    state = b * H + h
+    m_i = tl.load(M + state, mask=grouped, other=float("-inf"))
+    l_i = tl.load(L + state, mask=grouped, other=0.0)
+    acc = tl.load(Acc + state * D + dims, mask=dmask & grouped, other=0.0)
+    for start in range((first // BLOCK_N) * BLOCK_N, last + 1, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        cmask = (cols >= first) & (cols <= last)
+        k = tl.load(K + b * skb + h * skh + cols[:, None] * skn + dims[None, :] * skd,
+                    mask=cmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)
+        s = tl.where(cmask, tl.sum(k * q[None, :], 1) * scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 0))
+        alpha = tl.exp(m_i - m_new)
+        p = tl.exp(s - m_new)
+        l_i = l_i * alpha + tl.sum(p, 0)
+        v = tl.load(V + b * svb + h * svh + cols[:, None] * svn + dims[None, :] * svd,
+                    mask=cmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)
+        acc = acc * alpha + tl.sum(p[:, None] * v, 0)
+        m_i = m_new
+    tl.store(Out + b * sob + h * soh + dims * sod, (acc / l_i).to(Out.dtype.element_ty), mask=dmask)
+
+
+@functools.cache
+def _kernels():
+    return triton.jit(_prefix_kernel), triton.jit(_rows_kernel)
+
+
+def interpreted() -> bool:
+    return triton is not None and os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@functools.cache
+def available(device: torch.device) -> bool:
+    """Whether the kernels run here and agree with plain float32 attention (checked once per
+    device on a small random problem, so a Triton that cannot build them falls back, not breaks);
+    on the CPU only under Triton's interpreter."""
+    if triton is None or device.type != ("cpu" if interpreted() else "cuda"):
+        return False
+    try:
+        return check(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    except Exception:  # a compile or launch error of any kind: the torch path is used
+        return False
+
+
+def check(device, dtype) -> bool:
+    """The kernels against plain attention on a random problem with a shared prefix, a row
+    sharing nothing and left padding."""
+    from .language import merge, partial_attention
+
+    g = torch.Generator(device=device).manual_seed(0)
+    rows, heads, dim, capacity, prefix_len = 3, 2, 80, 48, 40
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g, device=device).to(dtype)
+
+    q, keys, values = rand(rows, heads, 1, dim), rand(rows, heads, capacity, dim), rand(rows, heads, capacity, dim)
+    prefix = (rand(1, heads, prefix_len, dim), rand(1, heads, prefix_len, dim))
+    first = torch.tensor([5, 0, 17], device=device)
+    column = torch.tensor([30], device=device)
+    out = decode_attention(q, keys, values, first, column, [(slice(0, 2), *prefix)])
+    columns = torch.arange(capacity, device=device)
+    bias = torch.where((columns >= first[:, None]) & (columns <= column), 0.0, float("-inf"))[:, None, None]
+    ref = partial_attention(q.float(), keys.float(), values.float(), bias)
+    part = partial_attention(q[:2].float().transpose(0, 1).reshape(heads, 2, dim), prefix[0][0].float(),
+                             prefix[1][0].float())
+    part = tuple(t.unsqueeze(2).transpose(0, 1) for t in part)
+    merged = merge(tuple(t[:2] for t in ref), part)
+    ref = tuple(torch.cat([a, b[2:]]) for a, b in zip(merged, ref))
+    expected = ref[0] / ref[2]
+    tolerance = 1e-5 if dtype == torch.float32 else 3e-2
+    return bool(torch.allclose(out.float(), expected, atol=tolerance, rtol=tolerance))
+
+
+def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, first: torch.Tensor,
+                     column: torch.Tensor, shared: list[tuple[slice, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """``q [B, heads, 1, D]`` against row b's cache columns ``first[b]..column`` (``keys``/``values``
+    ``[B, heads, capacity, D]``) and, for the rows of each ``(rows, prefix_keys, prefix_values)``
+    in ``shared`` (prefix ``[1, heads, P, D]``), that prefix -> ``[B, heads, 1, D]`` in q's dtype."""
+    prefix_kernel, rows_kernel = _kernels()
+    batch, heads, _, dim = q.shape
+    block_d = max(16, triton.next_power_of_2(dim))
+    scale = dim ** -0.5
+    state = max(1, batch * heads) if shared else 1
+    acc = torch.empty(state * dim, dtype=torch.float32, device=q.device)
+    top = torch.empty(state, dtype=torch.float32, device=q.device)
+    total = torch.empty(state, dtype=torch.float32, device=q.device)
+    grouped = torch.zeros(batch, dtype=torch.int32, device=q.device)
+    for rows, prefix_keys, prefix_values in shared:
+        n = rows.stop - rows.start
+        grouped[rows] = 1
+        prefix_kernel[(triton.cdiv(n, PREFIX_BLOCK_M), heads)](
+            q, prefix_keys, prefix_values, acc, top, total, rows.start, n, prefix_keys.shape[2], heads, dim,
+            q.stride(0), q.stride(1), q.stride(3), prefix_keys.stride(1), prefix_keys.stride(2), prefix_keys.stride(3),
+            prefix_values.stride(1), prefix_values.stride(2), prefix_values.stride(3), scale,
+            BLOCK_M=PREFIX_BLOCK_M, BLOCK_N=PREFIX_BLOCK_N, BLOCK_D=block_d, IEEE=q.dtype == torch.float32)
+    out = torch.empty(batch, heads, 1, dim, dtype=q.dtype, device=q.device)
+    rows_kernel[(batch, heads)](
+        q, keys, values, first, column, grouped, acc, top, total, out, heads, dim,
+        q.stride(0), q.stride(1), q.stride(3), *(keys.stride(i) for i in (0, 1, 2, 3)),
+        *(values.stride(i) for i in (0, 1, 2, 3)), out.stride(0), out.stride(1), out.stride(3), scale,
+        BLOCK_N=BLOCK_N, BLOCK_D=block_d, num_warps=ROWS_WARPS)
+    return out

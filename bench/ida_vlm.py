@@ -152,6 +152,15 @@ def bench_variant(variant: str, args, tokenizer: QwenTokenizer) -> list[dict]:
                     count, warm, batch=picked)]
     if sweep:
         rows.append(sweep)
+    try:  # the decode step at the batch the engine picks: (prompt + 48 steps) - (prompt + 1 step)
+        batch = shots(cast, picked)
+        one = timed(lambda: model.generate(batch, max_new_tokens=1, ignore_eos=True, batch_size=picked))[0]
+        full = timed(lambda: model.generate(batch, batch_size=picked, **new))[0]
+        rows.append({"path": f"{variant} engine batch-{picked} prompt and decode", "rows": picked,
+                     "prompt_s": one, "decode_step_ms": 1000 * (full - one) / (args.new_tokens - 1), "total_s": full})
+        print(json.dumps(rows[-1]), flush=True)
+    except Exception as error:  # diagnostics: report, keep the rows above
+        print(f"batch-{picked} split failed: {type(error).__name__}: {error}", flush=True)
     try:
         rows.append(breakdown(model, variant, shots(cast, 64), args))
     except Exception as error:  # diagnostics: report, keep the rows above
@@ -238,18 +247,23 @@ def decode_sweep(rows: int, prefix: int = 880, own: int = 1335, new: int = 48) -
 
     attend = lambda: context.attend(0, q, keys[:, :, -1:], values[:, :, -1:])  # noqa: E731
     table = {"rows": rows, "torch_ms": torch_kernels(lambda: ms(attend)), "triton": []}
-    saved = decode_attention.BLOCK_N, decode_attention.ROWS_WARPS
+    defaults = decode_attention.BLOCK_N, decode_attention.ROWS_WARPS, decode_attention.ROWS_STAGES
     for block in (32, 64, 128):
-        for warps in (2, 4, 8):
-            decode_attention.BLOCK_N, decode_attention.ROWS_WARPS = block, warps
-            t = ms(attend)
-            table["triton"].append({"block_n": block, "warps": warps, "ms": t, "gb_s": read / t / 1e6})
+        for warps in (1, 2, 4):
+            for stages in (1, 2, 3, 4):
+                decode_attention.BLOCK_N, decode_attention.ROWS_WARPS, decode_attention.ROWS_STAGES = block, warps, stages
+                t = ms(attend)
+                table["triton"].append({"block_n": block, "warps": warps, "stages": stages, "ms": t,
+                                        "gb_s": read / t / 1e6, "default": (block, warps, stages) == defaults})
     best = min(table["triton"], key=lambda r: r["ms"])
-    decode_attention.BLOCK_N, decode_attention.ROWS_WARPS = (best["block_n"], best["warps"]) if best else saved
+    decode_attention.BLOCK_N, decode_attention.ROWS_WARPS, decode_attention.ROWS_STAGES = \
+        best["block_n"], best["warps"], best["stages"]
     table["best"] = best
+    table["default_ms"] = next(r["ms"] for r in table["triton"] if r["default"])
     table["torch_gb_s"] = read / table["torch_ms"] / 1e6
-    print(f"decode attention, one layer, {rows} rows: torch {table['torch_ms']:.3f} ms; Triton best "
-          f"{best['ms']:.3f} ms (block {best['block_n']}, {best['warps']} warps, {best['gb_s']:.0f} GB/s)", flush=True)
+    print(f"decode attention, one layer, {rows} rows: torch {table['torch_ms']:.3f} ms; Triton defaults "
+          f"{table['default_ms']:.3f} ms, best {best['ms']:.3f} ms (block {best['block_n']}, {best['warps']} warps, "
+          f"{best['stages']} stages, {best['gb_s']:.0f} GB/s)", flush=True)
     return table
 
 

@@ -4,6 +4,7 @@ and the result is what captioning the same windows after the analysis gives."""
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 
@@ -66,7 +67,7 @@ def test_captions_start_during_the_analysis_and_equal_captions_after_it(cardgame
     from movieid.engines import load_engine
     from movieid.face_stage import face_pool
     from movieid.faces import load_backend
-    from movieid.pipeline import analyse, annotate, caption, cast_for
+    from movieid.pipeline import SWITCH_INTERVAL_S, analyse, annotate, caption, cast_for
     from movieid.video import probe
 
     path, _, expected = cardgame
@@ -80,10 +81,14 @@ def test_captions_start_during_the_analysis_and_equal_captions_after_it(cardgame
             captioned.wait(WAIT_S)
         events.append((step, done, total))
         if step == "captions":
+            switches.add(sys.getswitchinterval())
             captioned.set()
 
     config = _config(tmp_path, tiny_model)
+    switches, before = set(), sys.getswitchinterval()
     overlapped = annotate(path, package_cast, config, progress)
+    # The interpreter switched threads often while captions overlapped the analysis, and as before after it.
+    assert switches == {SWITCH_INTERVAL_S} and sys.getswitchinterval() == before
     steps = [step for step, _, _ in events]
     last_faces = len(steps) - 1 - steps[::-1].index("faces")
     assert "captions" in steps[:last_faces], events

@@ -35,8 +35,11 @@ except ImportError:  # Triton comes with torch's CUDA builds; without it the tor
     class tl:  # noqa: N801 - only so that the kernels' annotations resolve
         constexpr = None
 
-BLOCK_N = 64       # keys per step of the loop over a row's columns
-ROWS_WARPS = 4
+# Keys per step of the loop over a row's columns, warps and pipeline stages of the rows' kernel:
+# bench/ida_vlm.py sweeps them on an H200 (one layer at 152 rows: 64 keys and 2 warps fastest).
+BLOCK_N = 64
+ROWS_WARPS = 2
+ROWS_STAGES = 3
 PREFIX_BLOCK_M = 32   # rows of a group per prefix tile
 PREFIX_BLOCK_N = 64
 
@@ -188,5 +191,5 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
         q, keys, values, first, column, grouped, acc, top, total, out, heads, dim,
         q.stride(0), q.stride(1), q.stride(3), *(keys.stride(i) for i in (0, 1, 2, 3)),
         *(values.stride(i) for i in (0, 1, 2, 3)), out.stride(0), out.stride(1), out.stride(3), scale,
-        BLOCK_N=BLOCK_N, BLOCK_D=block_d, num_warps=ROWS_WARPS)
+        BLOCK_N=BLOCK_N, BLOCK_D=block_d, num_warps=ROWS_WARPS, num_stages=ROWS_STAGES)
     return out

@@ -250,7 +250,7 @@ def decode_sweep(rows: int, prefix: int = 880, own: int = 1335, new: int = 48) -
     defaults = decode_attention.BLOCK_N, decode_attention.ROWS_WARPS, decode_attention.ROWS_STAGES
     for block in (32, 64, 128):
         for warps in (1, 2, 4):
-            for stages in (1, 2, 3, 4):
+            for stages in (2, 3):
                 decode_attention.BLOCK_N, decode_attention.ROWS_WARPS, decode_attention.ROWS_STAGES = block, warps, stages
                 t = ms(attend)
                 table["triton"].append({"block_n": block, "warps": warps, "stages": stages, "ms": t,

@@ -29,6 +29,7 @@ from typing import Any, Callable
 from .errors import MovieIdError
 
 PR_SET_PDEATHSIG = 1
+WORKER_NICENESS = 10
 PARENT_CHECK_S = 1.0
 
 _STATE: Any = None
@@ -89,6 +90,8 @@ def _start_worker(parent: int, setup: Callable[..., Any], args: tuple) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)   # held since the start (see _signals_held)
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
     _STATE = setup(*args)
 
 

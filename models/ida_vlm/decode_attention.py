@@ -1,4 +1,4 @@
-"""The decode step's attention in two Triton kernels (CUDA): a shared prefix read once for all its
+"""The decode step's attention in three Triton kernels (CUDA): a shared prefix read once for all its
 rows, each row's own columns read once, and nothing else.
 
 A decode step is bound by reading the cache: one query per row and head against every key the
@@ -9,12 +9,15 @@ log-sum-exp costs a dozen small kernels per layer. Here:
 * ``_prefix_kernel``, per group of rows sharing a prefix: the group's queries (a tile of rows, one
   head) against the prefix's single copy, with tensor-core products: each prefix key is read
   once per tile of rows; it leaves the unnormalised sum, max and sum of weights per row and head;
-* ``_rows_kernel``, per row and head: starts from that state (or empty, for a row sharing nothing)
-  and goes on over the row's own columns, ``first[row]`` to ``column`` (inclusive; the left
-  padding and the columns not yet written are not read at all), one online softmax in float32;
-  it writes the normalised result in the query's dtype.
+* ``_rows_kernel``, per row, head and ``SPLIT`` columns: an online softmax in float32 over the
+  row's own columns among them, ``first[row]`` to ``column`` (inclusive; the left padding and the
+  columns not yet written are not read at all). Splitting the columns keeps a small batch from
+  running as a few long serial loops (one row alone: 32 programs for 132 multiprocessors; a
+  profile of a film's batches of 4 shots on the H200 had this kernel at 51 % of the GPU time);
+* ``_combine_kernel``, per row and head: the splits and the prefix state (rows sharing nothing
+  have none) merged by log-sum-exp, normalised, in the query's dtype.
 
-Both read their bounds from device tensors, so a CUDA graph of the step can be replayed. The
+All read their bounds from device tensors, so a CUDA graph of the step can be replayed. The
 result equals ``language.partial_attention`` + ``merge`` up to float32 rounding (the weights of
 the prefix part are rounded to the values' dtype for their product, as flash attention does; the
 rows' part keeps them in float32). With ``TRITON_INTERPRET=1`` set before Triton is imported,
@@ -35,8 +38,11 @@ except ImportError:  # Triton comes with torch's CUDA builds; without it the tor
     class tl:  # noqa: N801 - only so that the kernels' annotations resolve
         constexpr = None
 
-# Keys per step of the loop over a row's columns, warps and pipeline stages of the rows' kernel:
-# bench/ida_vlm.py sweeps them on an H200 (one layer at 152 rows: 64 keys and 2 warps fastest).
+# A row's columns per program of the rows' kernel (so that a small batch still spreads over the
+# GPU's multiprocessors; 256: 1392 columns are 6 programs), keys per step of each program's loop,
+# warps and pipeline stages: bench/ida_vlm.py sweeps the last three on an H200 (before the
+# columns were split, one layer at 152 rows: 64 keys and 2 warps fastest).
+SPLIT = 256
 BLOCK_N = 64
 ROWS_WARPS = 2
 ROWS_STAGES = 3
@@ -83,22 +89,22 @@ def _prefix_kernel(Q, K, V, Acc, M, L, row0, n, P, H, D, sqb, sqh, sqd, skh, skn
     tl.store(L + state, l_i, mask=rmask)
 
 
-def _rows_kernel(Q, K, V, First, Column, Grouped, Acc, M, L, Out, H, D, sqb, sqh, sqd, skb, skh, skn, skd,
-                 svb, svh, svn, svd, sob, soh, sod, scale, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    b, h = tl.program_id(0), tl.program_id(1)
+def _rows_kernel(Q, K, V, First, Column, Pacc, Pm, Pl, H, S, D, sqb, sqh, sqd, skb, skh, skn, skd,
+                 svb, svh, svn, svd, scale, SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    b, h, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     dims = tl.arange(0, BLOCK_D)
     dmask = dims < D
     q = tl.load(Q + b * sqb + h * sqh + dims * sqd, mask=dmask, other=0.0).to(tl.float32)
     first = tl.load(First + b)
-    last = tl.load(Column)
-    grouped = tl.load(Grouped + b) != 0
-    state = b * H + h
-    m_i = tl.load(M + state, mask=grouped, other=float("-inf"))
-    l_i = tl.load(L + state, mask=grouped, other=0.0)
-    acc = tl.load(Acc + state * D + dims, mask=dmask & grouped, other=0.0)
-    for start in range((first // BLOCK_N) * BLOCK_N, last + 1, BLOCK_N):
+    lo = tl.maximum(first, split * SPLIT)
+    hi = tl.minimum(tl.load(Column) + 1, (split + 1) * SPLIT)
+    zero = (first * 0).to(tl.float32)
+    m_i, l_i = zero - float("inf"), zero
+    acc = tl.zeros([BLOCK_D], tl.float32)
+    # A split outside the row's columns (lo >= hi) runs no step, so every step sees a column.
+    for start in range(tl.where(lo < hi, (lo // BLOCK_N) * BLOCK_N, hi), hi, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
-        cmask = (cols >= first) & (cols <= last)
+        cmask = (cols >= lo) & (cols < hi)
         k = tl.load(K + b * skb + h * skh + cols[:, None] * skn + dims[None, :] * skd,
                     mask=cmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)
         s = tl.where(cmask, tl.sum(k * q[None, :], 1) * scale, float("-inf"))
@@ -110,12 +116,36 @@ def _rows_kernel(Q, K, V, First, Column, Grouped, Acc, M, L, Out, H, D, sqb, sqh
                     mask=cmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)
         acc = acc * alpha + tl.sum(p[:, None] * v, 0)
         m_i = m_new
-    tl.store(Out + b * sob + h * soh + dims * sod, (acc / l_i).to(Out.dtype.element_ty), mask=dmask)
+    part = (b * H + h) * S + split
+    tl.store(Pacc + part * D + dims, acc, mask=dmask)
+    tl.store(Pm + part, m_i)
+    tl.store(Pl + part, l_i)
+
+
+def _combine_kernel(Pacc, Pm, Pl, Grouped, Acc, M, L, Out, H, S, D, sob, soh, sod,
+                    BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+    b, h = tl.program_id(0), tl.program_id(1)
+    dims, splits = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_S)
+    dmask, smask = dims < D, splits < S
+    grouped = tl.load(Grouped + b) != 0
+    state = b * H + h
+    m_prefix = tl.load(M + state, mask=grouped, other=float("-inf"))
+    l_prefix = tl.load(L + state, mask=grouped, other=0.0)
+    acc_prefix = tl.load(Acc + state * D + dims, mask=dmask & grouped, other=0.0)
+    parts = state * S + splits
+    m_parts = tl.load(Pm + parts, mask=smask, other=float("-inf"))
+    l_parts = tl.load(Pl + parts, mask=smask, other=0.0)
+    acc_parts = tl.load(Pacc + parts[:, None] * D + dims[None, :], mask=smask[:, None] & dmask[None, :], other=0.0)
+    top = tl.maximum(tl.max(m_parts, 0), m_prefix)
+    weights, w_prefix = tl.exp(m_parts - top), tl.exp(m_prefix - top)
+    total = tl.sum(l_parts * weights, 0) + l_prefix * w_prefix
+    acc = tl.sum(acc_parts * weights[:, None], 0) + acc_prefix * w_prefix
+    tl.store(Out + b * sob + h * soh + dims * sod, (acc / total).to(Out.dtype.element_ty), mask=dmask)
 
 
 @functools.cache
 def _kernels():
-    return triton.jit(_prefix_kernel), triton.jit(_rows_kernel)
+    return triton.jit(_prefix_kernel), triton.jit(_rows_kernel), triton.jit(_combine_kernel)
 
 
 def interpreted() -> bool:
@@ -169,7 +199,7 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
     """``q [B, heads, 1, D]`` against row b's cache columns ``first[b]..column`` (``keys``/``values``
     ``[B, heads, capacity, D]``) and, for the rows of each ``(rows, prefix_keys, prefix_values)``
     in ``shared`` (prefix ``[1, heads, P, D]``), that prefix -> ``[B, heads, 1, D]`` in q's dtype."""
-    prefix_kernel, rows_kernel = _kernels()
+    prefix_kernel, rows_kernel, combine_kernel = _kernels()
     batch, heads, _, dim = q.shape
     block_d = max(16, triton.next_power_of_2(dim))
     scale = dim ** -0.5
@@ -186,10 +216,17 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
             q.stride(0), q.stride(1), q.stride(3), prefix_keys.stride(1), prefix_keys.stride(2), prefix_keys.stride(3),
             prefix_values.stride(1), prefix_values.stride(2), prefix_values.stride(3), scale,
             BLOCK_M=PREFIX_BLOCK_M, BLOCK_N=PREFIX_BLOCK_N, BLOCK_D=block_d, IEEE=q.dtype == torch.float32)
-    out = torch.empty(batch, heads, 1, dim, dtype=q.dtype, device=q.device)
-    rows_kernel[(batch, heads)](
-        q, keys, values, first, column, grouped, acc, top, total, out, heads, dim,
+    splits = triton.cdiv(keys.shape[2], SPLIT)
+    part_acc = torch.empty(batch * heads * splits * dim, dtype=torch.float32, device=q.device)
+    part_top = torch.empty(batch * heads * splits, dtype=torch.float32, device=q.device)
+    part_total = torch.empty(batch * heads * splits, dtype=torch.float32, device=q.device)
+    rows_kernel[(batch, heads, splits)](
+        q, keys, values, first, column, part_acc, part_top, part_total, heads, splits, dim,
         q.stride(0), q.stride(1), q.stride(3), *(keys.stride(i) for i in (0, 1, 2, 3)),
-        *(values.stride(i) for i in (0, 1, 2, 3)), out.stride(0), out.stride(1), out.stride(3), scale,
-        BLOCK_N=BLOCK_N, BLOCK_D=block_d, num_warps=ROWS_WARPS, num_stages=ROWS_STAGES)
+        *(values.stride(i) for i in (0, 1, 2, 3)), scale,
+        SPLIT=SPLIT, BLOCK_N=BLOCK_N, BLOCK_D=block_d, num_warps=ROWS_WARPS, num_stages=ROWS_STAGES)
+    out = torch.empty(batch, heads, 1, dim, dtype=q.dtype, device=q.device)
+    combine_kernel[(batch, heads)](
+        part_acc, part_top, part_total, grouped, acc, top, total, out, heads, splits, dim,
+        out.stride(0), out.stride(1), out.stride(3), BLOCK_S=triton.next_power_of_2(splits), BLOCK_D=block_d)
     return out

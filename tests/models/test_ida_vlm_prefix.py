@@ -188,6 +188,7 @@ import numpy as np, torch
 sys.path.insert(0, {root!r})
 from movieid.models.ida_vlm import IdaVlm, decode_attention
 from tests.models.test_ida_vlm_prefix import _cast_requests
+decode_attention.SPLIT = 16   # several programs a row, as on a GPU (and a split past some rows' columns)
 calls = []
 real = decode_attention.decode_attention
 decode_attention.decode_attention = lambda *args: calls.append(1) or real(*args)
@@ -200,8 +201,9 @@ print(json.dumps({{"kernel_checked": decode_attention.check(torch.device("cpu"),
 
 
 def test_triton_decode_kernels_give_the_same_answers(checkpoints, idf_model, frames):
-    """The decode step's Triton kernels (``decode_attention``: the shared prefix and each row's own
-    columns, what a CUDA GPU with Triton runs), here through Triton's interpreter on the CPU, give
+    """The decode step's Triton kernels (``decode_attention``: the shared prefix, each row's own
+    columns in splits, their merge: what a CUDA GPU with Triton runs), here through Triton's
+    interpreter on the CPU, give
     the torch path's greedy tokens on batches with shared prefixes, a row sharing nothing and left
     padding."""
     import json

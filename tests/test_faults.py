@@ -507,3 +507,21 @@ def test_a_yaml_error_names_its_line(package_cast, tmp_path):
     run = movieid("cast", "check", cast, "--face-backend", "dlib", tmp_path=tmp_path)
     assert_clean(run, 1, cast / "cast.json", "line 2")
 
+
+
+def _niceness(_state) -> int:
+    return os.nice(0)
+
+
+def _no_state() -> None:
+    return None
+
+
+def test_workers_give_way_to_the_process_that_feeds_them():
+    """Face workers run below the parent's CPU priority, so decoding and the GPU's caption thread
+    are not starved when every core is busy."""
+    from movieid.workers import WORKER_NICENESS, WorkerPool
+
+    with WorkerPool(2, _no_state) as pool:
+        nice = {pool.submit(_niceness).result(timeout=60) for _ in range(4)}
+    assert nice == {min(19, os.nice(0) + WORKER_NICENESS)}

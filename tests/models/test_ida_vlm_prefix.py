@@ -188,7 +188,7 @@ import numpy as np, torch
 sys.path.insert(0, {root!r})
 from movieid.models.ida_vlm import IdaVlm, decode_attention
 from tests.models.test_ida_vlm_prefix import _cast_requests
-decode_attention.SPLIT = 16   # several programs a row, as on a GPU (and a split past some rows' columns)
+decode_attention.SPLIT = 64   # several programs a row, as on a GPU (and a split past some rows' columns)
 calls = []
 real = decode_attention.decode_attention
 decode_attention.decode_attention = lambda *args: calls.append(1) or real(*args)

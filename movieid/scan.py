@@ -13,7 +13,7 @@ pixel as this pass kept them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Generator, Iterator, Mapping
 
 import numpy as np
 
@@ -109,7 +109,7 @@ class KeptFrames:
 
     def __init__(self, film: Film, size: tuple[int, int]):
         self.film, self.size, self.step = film, size, keyframe_step(film)
-        self._pass: Iterator | None = None
+        self._pass: Generator | None = None
         self._next = 0   # the first frame the running pass has not yet yielded
         self._reader: FrameReader | None = None
 
@@ -119,12 +119,13 @@ class KeptFrames:
         grid = [i for i in wanted if i % self.step == 0]
         frames: dict[int, YuvFrame | np.ndarray] = {}
         if grid:
+            on_grid = set(grid)
             if self._pass is None or grid[0] < self._next:
                 self.close()
-                self._pass = iter(scan(self.film, (8, 8), large_size=self.size, large_every=self.step))
+                self._pass = scan(self.film, (8, 8), large_size=self.size, large_every=self.step)
             for frame in self._pass:
                 self._next = frame.index + 1
-                if frame.index in grid:
+                if frame.index in on_grid:
                     frames[frame.index] = frame.large
                 if frame.index >= grid[-1]:
                     break

@@ -98,7 +98,14 @@ def true_names(doc: dict, spec: FilmSpec) -> dict[str, str]:
     return {label: c.most_common(1)[0][0] for label, c in votes.items() if label.startswith("Unknown")}
 
 
-def test_renamed_suggestions_are_as_good_as_real_reference_photos(cast_film, tmp_path):
+@pytest.fixture(scope="module")
+def real_photo_scores(cast_film, tmp_path_factory) -> tuple[float, float]:
+    """(recall, precision) of the film annotated with the real reference photos."""
+    film, spec, real = cast_film
+    return scores(document(annotate(film, real, dlib_config(tmp_path_factory.mktemp("real")))), spec)
+
+
+def test_renamed_suggestions_are_as_good_as_real_reference_photos(cast_film, real_photo_scores, tmp_path):
     """Four people known, three suggested: renamed, the suggestions complete the cast."""
     film, spec, real = cast_film
     known = tmp_path / "known"
@@ -125,7 +132,7 @@ def test_renamed_suggestions_are_as_good_as_real_reference_photos(cast_film, tmp
         assert 1 <= len(list((out / folder).iterdir())) <= 3
 
     with_suggestions = scores(document(annotate(film, renamed, dlib_config(tmp_path))), spec)
-    with_real_photos = scores(document(annotate(film, real, dlib_config(tmp_path))), spec)
+    with_real_photos = real_photo_scores
     print(f"recall, precision: suggested photos {with_suggestions}, real photos {with_real_photos}")
     assert with_suggestions[0] >= with_real_photos[0] - 0.02, (with_suggestions, with_real_photos)
     assert with_suggestions[1] >= with_real_photos[1] - 0.02, (with_suggestions, with_real_photos)
@@ -174,7 +181,8 @@ def test_suggestions_without_a_cast(cast_film, without_cast, tmp_path):
     assert {s.label for s in found} <= seen                  # as cast members they are found again
 
 
-def test_without_a_cast_the_renamed_suggestions_are_as_good_as_real_photos(cast_film, without_cast, tmp_path):
+def test_without_a_cast_the_renamed_suggestions_are_as_good_as_real_photos(cast_film, without_cast, real_photo_scores,
+                                                                           tmp_path):
     """No reference photo at all: one folder per person, and renamed they name the film as
     well as the real reference photos do."""
     film, spec, real = cast_film
@@ -185,7 +193,7 @@ def test_without_a_cast_the_renamed_suggestions_are_as_good_as_real_photos(cast_
     for s in found:
         shutil.copytree(s.folder, renamed / names[s.label])
     with_suggestions = scores(document(annotate(film, renamed, dlib_config(tmp_path))), spec)
-    with_real_photos = scores(document(annotate(film, real, dlib_config(tmp_path))), spec)
+    with_real_photos = real_photo_scores
     print(f"no cast: recall, precision: suggested photos {with_suggestions}, real photos {with_real_photos}")
     assert with_suggestions[0] >= with_real_photos[0] - 0.02, (with_suggestions, with_real_photos)
     assert with_suggestions[1] >= with_real_photos[1] - 0.02, (with_suggestions, with_real_photos)

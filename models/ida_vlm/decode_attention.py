@@ -18,7 +18,7 @@ log-sum-exp costs a dozen small kernels per layer. Here:
   have none) merged by log-sum-exp, normalised, in the query's dtype.
 
 All read their bounds from device tensors, so a CUDA graph of the step can be replayed. The
-result equals ``language.partial_attention`` + ``merge`` up to float32 rounding (the weights of
+result equals plain softmax attention up to float32 rounding (the weights of
 the prefix part are rounded to the values' dtype for their product, as flash attention does; the
 rows' part keeps them in float32). With ``TRITON_INTERPRET=1`` set before Triton is imported,
 the same kernels run on the CPU through Triton's interpreter, and the model uses them there too
@@ -166,10 +166,9 @@ def available(device: torch.device) -> bool:
 
 
 def check(device, dtype) -> bool:
-    """The kernels against plain attention on a random problem with a shared prefix, a row
-    sharing nothing and left padding."""
-    from .language import merge, partial_attention
-
+    """The kernels against plain softmax attention over the prefix and each row's columns
+    together, on a random problem with a shared prefix, a row sharing nothing, left padding and
+    columns past the last one written."""
     g = torch.Generator(device=device).manual_seed(0)
     rows, heads, dim, capacity, prefix_len = 3, 2, 80, 48, 40
 
@@ -177,19 +176,19 @@ def check(device, dtype) -> bool:
         return torch.randn(*shape, generator=g, device=device).to(dtype)
 
     q, keys, values = rand(rows, heads, 1, dim), rand(rows, heads, capacity, dim), rand(rows, heads, capacity, dim)
-    prefix = (rand(1, heads, prefix_len, dim), rand(1, heads, prefix_len, dim))
+    prefix_keys, prefix_values = rand(1, heads, prefix_len, dim), rand(1, heads, prefix_len, dim)
     first = torch.tensor([5, 0, 17], device=device)
     column = torch.tensor([30], device=device)
-    out = decode_attention(q, keys, values, first, column, [(slice(0, 2), *prefix)])
+    out = decode_attention(q, keys, values, first, column, [(slice(0, 2), prefix_keys, prefix_values)])
     columns = torch.arange(capacity, device=device)
-    bias = torch.where((columns >= first[:, None]) & (columns <= column), 0.0, float("-inf"))[:, None, None]
-    ref = partial_attention(q.float(), keys.float(), values.float(), bias)
-    part = partial_attention(q[:2].float().transpose(0, 1).reshape(heads, 2, dim), prefix[0][0].float(),
-                             prefix[1][0].float())
-    part = tuple(t.unsqueeze(2).transpose(0, 1) for t in part)
-    merged = merge(tuple(t[:2] for t in ref), part)
-    ref = tuple(torch.cat([a, b[2:]]) for a, b in zip(merged, ref))
-    expected = ref[0] / ref[2]
+    own = (columns >= first[:, None]) & (columns <= column)                       # [rows, capacity]
+    grouped = torch.tensor([True, True, False], device=device)
+    scale = dim ** -0.5
+    scores = torch.cat([(q.float() @ prefix_keys.float().transpose(-1, -2) * scale)
+                        .masked_fill(~grouped[:, None, None, None], float("-inf")),
+                        (q.float() @ keys.float().transpose(-1, -2) * scale)
+                        .masked_fill(~own[:, None, None, :], float("-inf"))], dim=-1)
+    expected = scores.softmax(dim=-1) @ torch.cat([prefix_values.expand(rows, -1, -1, -1), values], dim=2).float()
     tolerance = 1e-5 if dtype == torch.float32 else 3e-2
     return bool(torch.allclose(out.float(), expected, atol=tolerance, rtol=tolerance))
 

@@ -5,7 +5,7 @@ the window and its pixels (unless ``names_in_prompt``), so the pipeline can run 
 rest of the film is still being analysed. ``finish`` turns one answer into the caption with
 the shot's film-wide people (a fallback from the faces, names checked against them), once
 identity has decided them. The pipeline reads the test frames' pixels only for engines that
-set ``needs_pixels``.
+set ``needs_pixels``: the frames the face analysis saw (at ``faces.size``).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from ..records import Caption, Cast, ShotPeople, Window
 
-ENGINE_FRAME_SIDE = 896   # test frames for model engines: enough for a 448 px model input
+ENGINE_FRAME_SIDE = 896   # longest side of the ID images the vlm engine reads: enough for a 448 px input
 
 
 @dataclass(frozen=True, eq=False)

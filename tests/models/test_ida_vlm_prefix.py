@@ -188,7 +188,9 @@ import numpy as np, torch
 sys.path.insert(0, {root!r})
 from movieid.models.ida_vlm import IdaVlm, decode_attention
 from tests.models.test_ida_vlm_prefix import _cast_requests
-decode_attention.SPLIT = 64   # several programs a row, as on a GPU (and a split past some rows' columns)
+# Several programs a row, as on a GPU, and a split past some rows' columns; long steps, since the
+# interpreter's cost is per step (the kernels' results do not depend on these sizes).
+decode_attention.SPLIT, decode_attention.BLOCK_N, decode_attention.PREFIX_BLOCK_N = 128, 64, 128
 calls = []
 real = decode_attention.decode_attention
 decode_attention.decode_attention = lambda *args: calls.append(1) or real(*args)

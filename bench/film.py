@@ -19,9 +19,9 @@ processes:
 Target: (3) <= 1.2 x max((1), (2)). Also printed: the seconds (2) and (3) spent decoding test frames
 again (``KeptFrames.read``: (2) reads them from the film, (3) gets them from its decoding pass), in
 all test-frame work (``pipeline._test_frames``: that and YUV to RGB) and in the model
-(``engine.answer``), when (3)
-gave its first caption and when its analysis ended, and how many of its captions equal (2)'s
-(batches differ; on a GPU in bf16 a different batch may change the last bits, and so a greedy answer).
+(``engine.answer``), when (3) gave its first caption and when its analysis ended, and how many
+of its captions equal (2)'s (batches differ; on a GPU in bf16 a different batch may change the
+last bits, and so a greedy answer).
 """
 from __future__ import annotations
 

@@ -215,8 +215,8 @@ class Decode:
     """One new token per row. Its key and value go into column ``column`` of the rows' cache; it
     attends to its row's own columns (``bias``: 0 where the row holds a key, -inf elsewhere) and,
     for rows that share a prompt prefix, to that prefix's single cached copy, read once for all of
-    them; the two parts merge by their log-sum-exp. With Triton on CUDA both parts are two kernels
-    that read only the columns rows hold (``decode_attention``); else the rows' part runs in the
+    them; the two parts merge by their log-sum-exp. With Triton on CUDA it is three kernels that
+    read only the columns rows hold (``decode_attention``); else the rows' part runs in the
     memory-efficient attention kernel on CUDA, or as plain products. Only tensors change from step
     to step, so a CUDA graph of the step can be replayed."""
 

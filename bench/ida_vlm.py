@@ -11,8 +11,9 @@ RGB arrays), 48 new tokens (EOS ignored so every shot costs the same), greedy:
 Then where a batch of 64 goes (PIL preprocessing, vision, prefill, decode steps; the decode with
 the shared prefix read once per row instead, without CUDA graphs, and with torch's kernels instead
 of the Triton decode kernels) and the SDPA backends on the model's attention shapes. First of
-all, the Triton decode kernels' block size and warps are swept on one layer's decode attention at
-the engine's batch (``decode_sweep``), against torch's kernels, and the fastest are used.
+all, the Triton decode kernels' keys a step, warps and pipeline stages are swept on one layer's
+decode attention at the engine's batch (``decode_sweep``), against torch's kernels, and the
+fastest are used.
 
     python bench/ida_vlm.py [--variants base idf] [--peer] [--profile] [--json PATH]
 """
@@ -222,8 +223,8 @@ def torch_kernels(fn):
 def decode_sweep(rows: int, prefix: int = 880, own: int = 1335, new: int = 48) -> dict:
     """One layer's decode attention at the model's shapes (32 heads of 128, bf16): ``rows`` rows
     sharing a ``prefix``, each with ``own`` columns plus ``new`` (left padding of up to 60), at the
-    last step. Times the Triton kernels per block size and warps, and torch's path; sets the
-    fastest block size and warps and returns the table (ms a call, GB/s of the cache read)."""
+    last step. Times the Triton kernels per keys a step, warps and stages, and torch's path; sets
+    the fastest and returns the table (ms a call, GB/s of the cache read)."""
     g = torch.Generator(device="cuda").manual_seed(0)
     capacity = -(-(own + new) // 16) * 16
     rand = lambda *shape: torch.randn(*shape, generator=g, device="cuda", dtype=torch.bfloat16)  # noqa: E731

@@ -44,8 +44,8 @@ from .workers import WorkerPool
 log = logging.getLogger(__name__)
 
 # Windows whose test frames are ready ahead of the engine (~8 MB a window at 3 frames of 1280x720
-# RGB), and windows that may wait with the frames the decoding pass handed over (half that, as
-# YUV; beyond it the analysis waits for the engine).
+# RGB), and windows that may wait for the engine, read or not, with the frames the decoding pass
+# handed over (half that, as YUV; beyond it the analysis waits for the engine).
 READ_AHEAD = 64
 HELD_AHEAD = 128
 READ_CHUNK = 16   # windows whose frames are read in one sorted pass
@@ -157,7 +157,7 @@ class Answers:
     ``answer`` run there) and takes every window read, up to ``engine.batch_size``, as a batch:
     the engine keeps pace with a slower analysis in small batches (little is left to answer
     when the analysis ends) and fills its batches when it is the slower one; then ``add``
-    waits while ``HELD_AHEAD`` windows hold frames, so memory stays flat. Leaving the ``with``
+    waits while ``HELD_AHEAD`` windows wait with frames, so memory stays flat. Leaving the ``with``
     block early (Ctrl-C, SIGTERM, an error) stops both at the next chunk or batch boundary and
     waits for them (a batch cannot be cut), so nothing runs on after the run; an error in a
     thread is raised in the caller's thread, at the next ``add`` or at ``wait``.
@@ -166,9 +166,9 @@ class Answers:
     def __init__(self, film: Film, cast: Cast, engine: Engine, frame_size: tuple[int, int], progress: Progress = None):
         self.film, self.cast, self.engine, self.frame_size, self.progress = film, cast, engine, frame_size, progress
         self._waiting: list[tuple[Window, ShotPeople | None, Mapping[int, YuvFrame]]] = []
-        self._ready: list[tuple[Window, ShotPeople | None, dict, bool]] = []  # ..., held frames
+        self._ready: list[tuple[Window, ShotPeople | None, dict]] = []
         self._answers: list[str] = []
-        self._added = self._held = 0
+        self._added = 0
         self._closed = self._stopped = self._all_read = False
         self._error: BaseException | None = None
         self._changed = threading.Condition()
@@ -187,16 +187,15 @@ class Answers:
             frames: Sequence[Mapping[int, YuvFrame]] | None = None) -> None:
         """Windows to answer, with their shots' people where the engine's prompt needs them and
         test frames already decoded (``frames``: per window, frame index -> frame; it waits while
-        ``HELD_AHEAD`` windows hold frames)."""
+        ``HELD_AHEAD`` windows wait for the engine)."""
         with self._changed:
             if frames is not None:
-                while self._held >= HELD_AHEAD and not self._halted():
+                while len(self._waiting) + len(self._ready) >= HELD_AHEAD and not self._halted():
                     self._changed.wait()
             self._raise_error()
             held = [{} for _ in windows] if frames is None or not self.engine.needs_pixels else list(frames)
             self._waiting += zip(windows, people or [None] * len(windows), held, strict=True)
             self._added += len(windows)
-            self._held += sum(1 for f in held if f)
             self._changed.notify_all()
 
     def wait(self) -> list[str]:
@@ -262,7 +261,7 @@ class Answers:
                     del self._waiting[:len(chunk)]
                 pixels = _test_frames(source, chunk) if source is not None else {}
                 with self._changed:
-                    self._ready += [(window, people, pixels, bool(held)) for window, people, held in chunk]
+                    self._ready += [(window, people, pixels) for window, people, _ in chunk]
                     self._changed.notify_all()
         finally:
             if source is not None:
@@ -281,8 +280,7 @@ class Answers:
                     return
                 batch = self._ready[:self.engine.batch_size]
                 del self._ready[:len(batch)]
-                self._held -= sum(held for *_, held in batch)
-                self._changed.notify_all()  # room to read ahead, and to hold frames
+                self._changed.notify_all()  # room to read ahead, and to add windows with frames
             answers = self._answer(batch)
             with self._changed:
                 self._answers += answers
@@ -290,12 +288,12 @@ class Answers:
             if not stopped:
                 report(self.progress, "captions", done, total)
 
-    def _answer(self, batch: list[tuple[Window, ShotPeople | None, dict, bool]]) -> list[str]:
+    def _answer(self, batch: list[tuple[Window, ShotPeople | None, dict]]) -> list[str]:
         pixels: dict = {}
-        for chunk in {id(p): p for _, _, p, _ in batch}.values():
+        for chunk in {id(p): p for _, _, p in batch}.values():
             pixels.update(chunk)
         size = (self.film.width, self.film.height)
-        answers = self.engine.answer([CaptionRequest(w, people, pixels, size) for w, people, _, _ in batch])
+        answers = self.engine.answer([CaptionRequest(w, people, pixels, size) for w, people, _ in batch])
         if len(answers) != len(batch):
             raise RuntimeError(f"the {self.engine.name} engine gave {len(answers)} answers to {len(batch)} windows")
         return answers

@@ -9,8 +9,8 @@ A worker must never outlive the run: each asks the kernel to kill it when its pa
 parent leaves nothing behind. Workers run at a lower CPU priority (``WORKER_NICENESS``): the
 parent's threads, which decode the film and feed the GPU, come first when the cores are busy,
 and the workers take the rest (on the H200 film of bench/film.py the whole annotate took 20.1 s
-with them niced, 21.4 s without, one run each). Workers ignore Ctrl-C (the terminal sends it to the whole
-process group): the parent alone handles it and stops them. Ctrl-C or SIGTERM during a
+with them niced, 21.4 s without, one run each). Workers ignore Ctrl-C (the terminal sends it to
+the whole process group): the parent alone handles it and stops them. Ctrl-C or SIGTERM during a
 worker's start waits until the start is complete (see ``_signals_held``), so no half-started
 worker prints a traceback.
 """

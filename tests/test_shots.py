@@ -9,6 +9,7 @@ from movieid.scan import scan_film
 from movieid.video import probe
 
 from .conftest import CARDGAME_MAX_SHOT_LEN
+from .helpers.processes import descendants, wait_gone
 
 
 def detect_shots(film, config, stats=None):
@@ -66,21 +67,13 @@ def test_frame_stats_cover_every_frame(cardgame):
     assert (stats.sharpness > 0).all() and (stats.brightness > 0).all()
 
 
-def _children() -> set[int]:
-    """This process's child processes (from /proc)."""
-    import os
-    from pathlib import Path
-
-    me = str(os.getpid())
-    return {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
-            and (p / "stat").exists() and (p / "stat").read_text().rsplit(")", 1)[-1].split()[1] == me}
-
-
 def test_frames_read_again_are_the_frames_the_decoding_pass_kept(cardgame):
     """A caption engine sees what the face analysis saw, whether the decoding pass hands it the
     frames or they are read again later (a batch): grid frames equal to the byte, in any order
     (asked for an earlier one, the pass restarts), and the flash cut's keyframes (off the grid)
     as the face workers read them."""
+    import os
+
     import numpy as np
 
     from movieid.scan import KeptFrames, keyframe_step
@@ -93,7 +86,7 @@ def test_frames_read_again_are_the_frames_the_decoding_pass_kept(cardgame):
     kept = {i: frame for s in scanned for i, frame in s.frames.items()}
     order = sorted(kept)
     assert len(order) > 8 and all(frame.planes.shape == (size[1] * 3 // 2, size[0]) for frame in kept.values())
-    before = _children()
+    before = descendants(os.getpid())
     source = KeptFrames(film, size)
     try:
         late, early = order[len(order) // 2:], order[:len(order) // 2]
@@ -106,6 +99,7 @@ def test_frames_read_again_are_the_frames_the_decoding_pass_kept(cardgame):
         read = source.read(off_grid)
         expected = FrameReader(film, size=size).read(off_grid)
         assert all(np.array_equal(read[i], e) for i, e in zip(off_grid, expected))
+        started = descendants(os.getpid()) - before           # the pass's ffmpeg
     finally:
         source.close()
-    assert _children() <= before                          # no ffmpeg left running
+    assert started and not wait_gone(started)             # ... and it is gone

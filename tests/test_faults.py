@@ -508,7 +508,6 @@ def test_a_yaml_error_names_its_line(package_cast, tmp_path):
     assert_clean(run, 1, cast / "cast.json", "line 2")
 
 
-
 def _niceness(_state) -> int:
     return os.nice(0)
 

@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from movieid.models.ida_vlm import IdaVlm, Request, RoleImage, build_id_query  # noqa: E402
-from movieid.models.ida_vlm import decode_attention, language  # noqa: E402
+from movieid.models.ida_vlm import decode_attention, fused, language  # noqa: E402
 from movieid.models.ida_vlm.config import IdaVlmConfig  # noqa: E402
 from movieid.models.ida_vlm.images import resize, resize_all  # noqa: E402
 from movieid.models.ida_vlm.prompt import chat_prompt  # noqa: E402
@@ -147,10 +147,19 @@ def bench_variant(variant: str, args, tokenizer: QwenTokenizer) -> list[dict]:
         sweep = {"path": f"{variant} decode attention sweep", **decode_sweep(picked)}
         torch.cuda.empty_cache()
     warm = lambda: model.generate(shots(cast, 16), max_new_tokens=4, ignore_eos=True)  # noqa: E731
+    compile_s, _ = timed(warm)  # the first call compiles the fused pointwise kernels
+    print(f"first batch (compiling the fused kernels): {compile_s:.1f} s", flush=True)
     rows = [measure(f"{variant} (a) naive: 1 shot/call, cast re-encoded", naive, args.naive_shots),
             measure(f"{variant} (b) engine: batch 16, cast cached", lambda: engine(64, 16), 64, warm),
             measure(f"{variant} (c) engine: batch it picks ({picked}), cast cached", lambda: engine(count, None),
                     count, warm, batch=picked)]
+    if fused.available(model.device):
+        rows.append(eager_pointwise(lambda: measure(
+            f"{variant} (c') the same, pointwise steps eager (not fused)", lambda: engine(count, None), count, warm,
+            batch=picked)))
+        same = [a.token_ids == b.token_ids for a, b in zip(engine(64, 16), eager_pointwise(lambda: engine(64, 16)))]
+        rows[-1]["answers_equal_to_fused"] = f"{sum(same)} of {len(same)}"
+        print(f"bf16 answers, fused = eager pointwise: {sum(same)} of {len(same)}", flush=True)
     if sweep:
         rows.append(sweep)
     try:  # the decode step at the batch the engine picks: (prompt + 48 steps) - (prompt + 1 step)
@@ -167,7 +176,8 @@ def bench_variant(variant: str, args, tokenizer: QwenTokenizer) -> list[dict]:
     except Exception as error:  # diagnostics: report, keep the rows above
         print(f"breakdown failed: {type(error).__name__}: {error}", flush=True)
     if args.profile:
-        profile(model, shots(cast, 16))
+        rows.append(profile(model, shots(cast, 48)))
+        rows.append(eager_pointwise(lambda: profile(model, shots(cast, 48))) | {"pointwise": "eager"})
     del model
     torch.cuda.empty_cache()
     return rows
@@ -203,11 +213,22 @@ def breakdown(model: IdaVlm, variant: str, batch: list[Request], args) -> dict:
            "decode_step_ms_unshared": step(full(share_prefix=False), unshared_prefill),
            "decode_step_ms_no_cuda_graph": step(full(cuda_graphs=False), prefill),
            "decode_step_ms_torch_kernels": step(torch_kernels(full), prefill),
+           "vision_plus_prefill_s_eager_pointwise": eager_pointwise(one),
            "decode_kernel": "triton" if decode_attention.available(model.device) else
            "memory-efficient (log-sum-exp)" if language.efficient_kernel_works(model.device) else "math",
            "sdpa_priority": [backend.name for backend in language.SDPA_PRIORITY]}
     print(json.dumps(row, indent=1), flush=True)
     return row
+
+
+def eager_pointwise(fn):
+    """``fn()`` with the language model's pointwise steps in eager torch (``fused`` switched off)."""
+    available = fused.available
+    fused.available = lambda device: False
+    try:
+        return fn()
+    finally:
+        fused.available = available
 
 
 def torch_kernels(fn):
@@ -296,13 +317,39 @@ def sdpa_backends() -> dict:
     return out
 
 
-def profile(model: IdaVlm, batch: list[Request]) -> None:
-    """The top CUDA kernels of one engine batch of 16 shots, 8 new tokens."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                            torch.profiler.ProfilerActivity.CUDA]) as prof:
-        model.generate(batch, max_new_tokens=8, ignore_eos=True)
-        torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60), flush=True)
+KERNEL_KINDS = [  # (kind, name fragments), first match wins
+    ("decode attention (Triton)", ("_prefix_kernel", "_rows_kernel", "_combine_kernel")),
+    ("fused pointwise (inductor)", ("triton_poi", "triton_red", "triton_per")),
+    ("attention", ("flash", "fmha", "cudnn", "attention", "attn")),
+    ("matrix products", ("gemm", "xmma", "cutlass", "nvjet", "cublas", "s16816", "wgmma")),
+    ("copies", ("copy", "cat", "index", "fill", "memcpy", "memset")),
+]
+
+
+def profile(model: IdaVlm, batch: list[Request]) -> dict:
+    """Where the GPU's time goes in one engine batch (vision, prompt and 1 new token): kernel
+    time by kind and the top kernels, against the batch's wall time (the rest is the GPU idle)."""
+    def run():
+        model.generate(batch, max_new_tokens=1, ignore_eos=True, batch_size=len(batch))
+    run()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        wall, _ = timed(run)
+    kinds: dict[str, float] = {}
+    kernels: dict[str, float] = {}
+    for event in prof.events():
+        if event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        us = event.time_range.elapsed_us()
+        name = event.name.lower()
+        kind = next((k for k, parts in KERNEL_KINDS if any(part in name for part in parts)), "other pointwise")
+        kinds[kind] = kinds.get(kind, 0.0) + us / 1e3
+        kernels[event.name[:90]] = kernels.get(event.name[:90], 0.0) + us / 1e3
+    busy = sum(kinds.values())
+    row = {"path": f"profile of one batch of {len(batch)} shots (vision + prompt + 1 token)", "wall_ms": 1000 * wall,
+           "kernel_ms": busy, "kinds_ms": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
+           "top_kernels_ms": dict(sorted(kernels.items(), key=lambda kv: -kv[1])[:25])}
+    print(json.dumps(row, indent=1), flush=True)
+    return row
 
 
 def bench_peer(args) -> dict:

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right
 
-from . import decode_attention
+from . import decode_attention, fused
 from .config import IdaVlmConfig
 
 
@@ -34,6 +34,11 @@ def attention_kernels():
     return sdpa_kernel(SDPA_PRIORITY, set_priority=True)
 
 
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """``[..., C]`` -> ``[N, C]``: the pointwise steps see one shape whatever the batch and length."""
+    return x.reshape(-1, x.shape[-1])
+
+
 class RMSNorm(nn.Module):
     """Normalised in float32 and rounded to the input's dtype, then scaled (Qwen's order)."""
 
@@ -43,7 +48,12 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.empty(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, x.shape[-1:], eps=self.eps) * self.weight
+        return fused.call(fused.rms_norm, _flat(x), self.weight, self.eps).view(x.shape)
+
+    def add(self, x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The residual sum ``x + delta`` and its norm, in one pass on CUDA."""
+        total, normed = fused.call(fused.add_rms_norm, _flat(x), _flat(delta), self.weight, self.eps)
+        return total.view(x.shape), normed.view(x.shape)
 
 
 def ntk_alpha(prompt_length: int, seq_length: int) -> float:
@@ -84,13 +94,6 @@ def positions_for(config: IdaVlmConfig, positions: torch.Tensor, inv_freq: torch
         scale = torch.where(one_based > config.seq_length, one_based.log() / math.log(config.seq_length), 1.0)
         scale = scale.float().to(dtype)[:, :, None, None]
     return Positions(emb.cos(), emb.sin(), scale)
-
-
-def rotate(x: torch.Tensor, pos: Positions) -> torch.Tensor:
-    """Rotary embedding, rotate-half convention, computed in float32 (a half-precision ``x`` is
-    promoted inside each product, not copied to float32 first)."""
-    first, second = x.chunk(2, dim=-1)
-    return torch.addcmul(x * pos.cos, torch.cat((-second, first), dim=-1), pos.sin).type_as(x)
 
 
 @dataclass
@@ -256,13 +259,12 @@ class Attention(nn.Module):
         self.c_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=not config.no_bias)
 
     def forward(self, x: torch.Tensor, pos: Positions, context: AttentionContext) -> torch.Tensor:
-        qkv = self.c_attn(x).unflatten(-1, (3, self.heads, -1))  # [B, T, (q, k, v), heads, head_dim]
-        q, k = rotate(qkv[:, :, :2], pos).unbind(2)
-        v = qkv[:, :, 2]
-        if pos.logn is not None:
-            q = q * pos.logn
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, T, head_dim]
-        out = context.attend(self.layer, q, k, v)
+        batch, length = x.shape[:2]
+        qkv = self.c_attn(x).view(batch * length, 3, self.heads, -1)  # [B * T, (q, k, v), heads, head_dim]
+        logn = None if pos.logn is None else pos.logn.flatten(0, 1)
+        q, k = fused.call(fused.rotary, qkv[:, :2], pos.cos.flatten(0, 1), pos.sin.flatten(0, 1), logn)
+        q, k, v = (t.view(batch, length, self.heads, -1).transpose(1, 2) for t in (q, k, qkv[:, 2]))
+        out = context.attend(self.layer, q, k, v)  # q, k, v: [B, heads, T, head_dim]
         return self.c_proj(out.transpose(1, 2).flatten(2))
 
 
@@ -277,7 +279,8 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(half, config.hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(self.w1(x) * F.silu(self.w2(x)))
+        gate = fused.call(fused.swiglu, _flat(self.w1(x)), _flat(self.w2(x)))
+        return self.c_proj(gate.view(*x.shape[:-1], -1))
 
 
 class Block(nn.Module):
@@ -289,8 +292,8 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, pos: Positions, context: AttentionContext) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), pos, context)
-        return x + self.mlp(self.ln_2(x))
+        x, h = self.ln_2.add(x, self.attn(self.ln_1(x), pos, context))
+        return x + self.mlp(h)
 
 
 class QwenModel(nn.Module):

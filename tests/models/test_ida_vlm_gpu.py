@@ -115,3 +115,23 @@ def test_running_out_of_gpu_memory_halves_the_batch(checkpoints, frames, caplog)
         torch.cuda.set_per_process_memory_fraction(1.0)
     assert [g.token_ids for g in answers] == expected
     assert "out of GPU memory with 128 rows" in caplog.text
+
+
+def test_fused_pointwise_steps_equal_eager(checkpoints, frames, exact_fp32, monkeypatch):
+    """The language model's pointwise steps compiled one kernel each (``fused``) against eager torch:
+    the same greedy tokens and logits within float32 rounding (fp32); bf16 logits within a step of
+    bf16 rounding (eager's roundings are emulated; only the order of float32 sums differs)."""
+    from movieid.models.ida_vlm import fused
+
+    assert fused.available(torch.device("cuda"))
+    request = make_request(QUERY, frames[:4], ROLES)
+    fp32 = IdaVlm.from_pretrained(checkpoints("idf"), variant="idf", device="cuda", dtype=torch.float32)
+    bf16 = IdaVlm.from_pretrained(checkpoints("idf"), variant="idf", device="cuda")
+    requests = _requests(fp32, frames) * 3
+    tokens = [g.token_ids for g in fp32.generate(requests, max_new_tokens=16, ignore_eos=True)]
+    logits = fp32.logits(request), bf16.logits(request).float()
+    monkeypatch.setattr(fused, "available", lambda device: False)
+    assert [g.token_ids for g in fp32.generate(requests, max_new_tokens=16, ignore_eos=True)] == tokens
+    torch.testing.assert_close(logits[0], fp32.logits(request), rtol=0, atol=1e-5)
+    eager = bf16.logits(request).float()
+    assert (logits[1] - eager).abs().max() <= 2 ** -7 * eager.abs().max()

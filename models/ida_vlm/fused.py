@@ -1,0 +1,88 @@
+"""The language model's pointwise steps between its matrix products, one kernel each on CUDA.
+
+Eager torch runs the rotary embedding (float32, as Qwen computes it) as five kernels over float32
+copies of the queries and keys, RMSNorm as two, the residual add and SwiGLU as one each, every one
+a full pass over memory. Each step here is a plain function of tensors (the reference, and the
+path on the CPU); on CUDA ``torch.compile`` (inductor, Triton) fuses each into one kernel, with
+eager's roundings to the tensors' dtype kept where eager rounds (``emulate_precision_casts``), so
+the results are eager's up to the order of float32 sums. Leading dimensions are flattened before a
+call, so one compiled kernel serves every batch and prompt length. Compilation runs in this
+process (no compile workers left behind) and is checked once per device against eager; if it
+fails, the eager functions are used.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+OPTIONS = {"emulate_precision_casts": True}
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Normalised in float32 and rounded to ``x``'s dtype, then scaled (Qwen's order)."""
+    return F.rms_norm(x, x.shape[-1:], eps=eps) * weight
+
+
+def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float):
+    """The residual sum ``x + delta`` and its RMSNorm."""
+    x = x + delta
+    return x, rms_norm(x, weight, eps)
+
+
+def rotary(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, logn: torch.Tensor | None):
+    """Rotary embedding of queries and keys ``[N, 2, heads, head_dim]`` (rotate-half convention, in
+    float32: a half-precision input is promoted inside each product, not copied first; ``cos``/``sin``
+    ``[N, 1, 1, head_dim]``), rounded to the input's dtype; then the queries times their log-n
+    scale ``logn`` ``[N, 1, 1]`` when given. Returns queries and keys ``[N, heads, head_dim]``."""
+    first, second = qk.chunk(2, dim=-1)
+    q, k = torch.addcmul(qk * cos, torch.cat((-second, first), dim=-1), sin).type_as(qk).unbind(1)
+    return (q if logn is None else q * logn), k
+
+
+def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Qwen's MLP gate: ``a * silu(b)``."""
+    return a * F.silu(b)
+
+
+@functools.cache
+def available(device: torch.device) -> bool:
+    """Whether the compiled functions run on ``device`` and agree with eager (CUDA only)."""
+    if device.type != "cuda":
+        return False
+    try:
+        import torch._inductor.config as inductor
+
+        inductor.compile_threads = 1  # compile here: no worker processes to outlive a run
+        g = torch.Generator(device=device).manual_seed(0)
+        rand = lambda *shape: torch.randn(*shape, generator=g, device=device).to(torch.bfloat16)  # noqa: E731
+        x, delta, weight = rand(5, 64), rand(5, 64), rand(64)
+        qk, angles = rand(5, 2, 2, 16), torch.rand(5, 1, 1, 16, generator=g, device=device) * 6
+        checks = [(add_rms_norm, (x, delta, weight, 1e-6)), (rotary, (qk, angles.cos(), angles.sin(), None)),
+                  (rotary, (qk, angles.cos(), angles.sin(), rand(5, 1, 1))), (swiglu, (x, delta)),
+                  (rms_norm, (x, weight, 1e-6))]
+        for fn, args in checks:
+            got, want = _compiled(fn)(*args), fn(*args)
+            for a, b in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+                torch.testing.assert_close(a, b, rtol=1.6e-2, atol=1e-2)
+        return True
+    except Exception as error:  # any compile or launch failure: eager is used
+        log.warning("fused pointwise kernels unavailable on %s (%s: %s); using eager torch",
+                    device, type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+        return False
+
+
+@functools.cache
+def _compiled(fn):
+    return torch.compile(fn, dynamic=True, fullgraph=True, options=OPTIONS)
+
+
+def call(fn, *args):
+    """``fn(*args)``, compiled in inference on a device where that works (training stays eager)."""
+    if args[0].is_cuda and not torch.is_grad_enabled() and available(args[0].device):
+        return _compiled(fn)(*args)
+    return fn(*args)

@@ -1,14 +1,15 @@
-"""The language model's pointwise steps between its matrix products, one kernel each on CUDA.
+"""The pointwise steps between the model's matrix products, one kernel each on CUDA.
 
 Eager torch runs the rotary embedding (float32, as Qwen computes it) as five kernels over float32
-copies of the queries and keys, RMSNorm as two, the residual add and SwiGLU as one each, every one
-a full pass over memory. Each step here is a plain function of tensors (the reference, and the
+copies of the queries and keys, RMSNorm as two, a residual add and the norm after it as two, every
+one a full pass over memory. Each step here is a plain function of tensors (the reference, and the
 path on the CPU); on CUDA ``torch.compile`` (inductor, Triton) fuses each into one kernel, with
 eager's roundings to the tensors' dtype kept where eager rounds (``emulate_precision_casts``), so
-the results are eager's up to the order of float32 sums. Leading dimensions are flattened before a
-call, so one compiled kernel serves every batch and prompt length. Compilation runs in this
-process (no compile workers left behind) and is checked once per device against eager; if it
-fails, the eager functions are used.
+the results are eager's up to the order of float32 sums. Callers flatten the leading dimensions
+and the first is compiled as dynamic, so one kernel serves every batch and prompt length (a size
+of 1 gets its own). Compilation runs in this process (no compile workers left behind) and is
+checked once per device against eager; if it fails, the eager functions are used, and a call
+that dynamo cannot compile runs eagerly (no ``fullgraph``).
 """
 from __future__ import annotations
 
@@ -34,14 +35,25 @@ def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps
     return x, rms_norm(x, weight, eps)
 
 
-def rotary(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, logn: torch.Tensor | None):
+def add_layer_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float):
+    """The residual sum ``x + delta`` and its LayerNorm (the ViT's blocks)."""
+    x = x + delta
+    return x, F.layer_norm(x, x.shape[-1:], weight, bias, eps)
+
+
+def rotary(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
     """Rotary embedding of queries and keys ``[N, 2, heads, head_dim]`` (rotate-half convention, in
     float32: a half-precision input is promoted inside each product, not copied first; ``cos``/``sin``
-    ``[N, 1, 1, head_dim]``), rounded to the input's dtype; then the queries times their log-n
-    scale ``logn`` ``[N, 1, 1]`` when given. Returns queries and keys ``[N, heads, head_dim]``."""
+    ``[N, 1, 1, head_dim]``), rounded to the input's dtype: queries and keys ``[N, heads, head_dim]``."""
     first, second = qk.chunk(2, dim=-1)
-    q, k = torch.addcmul(qk * cos, torch.cat((-second, first), dim=-1), sin).type_as(qk).unbind(1)
-    return (q if logn is None else q * logn), k
+    return torch.addcmul(qk * cos, torch.cat((-second, first), dim=-1), sin).type_as(qk).unbind(1)
+
+
+def rotary_logn(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, logn: torch.Tensor):
+    """``rotary``, then the queries times their log-n scale ``logn`` ``[N, 1, 1]`` (positions past
+    the training length)."""
+    q, k = rotary(qk, cos, sin)
+    return q * logn, k
 
 
 def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -49,24 +61,30 @@ def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a * F.silu(b)
 
 
-@functools.cache
 def available(device: torch.device) -> bool:
     """Whether the compiled functions run on ``device`` and agree with eager (CUDA only)."""
     if device.type != "cuda":
         return False
+    return _checked(torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index))
+
+
+@functools.cache
+def _checked(device: torch.device) -> bool:
     try:
         import torch._inductor.config as inductor
 
         inductor.compile_threads = 1  # compile here: no worker processes to outlive a run
         g = torch.Generator(device=device).manual_seed(0)
         rand = lambda *shape: torch.randn(*shape, generator=g, device=device).to(torch.bfloat16)  # noqa: E731
-        x, delta, weight = rand(5, 64), rand(5, 64), rand(64)
-        qk, angles = rand(5, 2, 2, 16), torch.rand(5, 1, 1, 16, generator=g, device=device) * 6
-        checks = [(add_rms_norm, (x, delta, weight, 1e-6)), (rotary, (qk, angles.cos(), angles.sin(), None)),
-                  (rotary, (qk, angles.cos(), angles.sin(), rand(5, 1, 1))), (swiglu, (x, delta)),
-                  (rms_norm, (x, weight, 1e-6))]
+        x, delta, weight, bias = rand(5, 64), rand(5, 64), rand(64), rand(64)
+        qk = rand(5, 3, 2, 16)[:, :2]  # a view of a layer's fused q, k, v product, as the model passes it
+        angles = torch.rand(5, 1, 1, 16, generator=g, device=device) * 6
+        checks = [(add_rms_norm, (x, delta, weight, 1e-6)), (rotary, (qk, angles.cos(), angles.sin())),
+                  (rotary_logn, (qk, angles.cos(), angles.sin(), rand(5, 1, 1))), (swiglu, (x, delta)),
+                  (rms_norm, (x, weight, 1e-6)), (add_layer_norm, (x, delta, weight, bias, 1e-6))]
         for fn, args in checks:
-            got, want = _compiled(fn)(*args), fn(*args)
+            with torch.inference_mode():  # as the model runs (grad mode is part of dynamo's guards)
+                got, want = _run_compiled(fn, args), fn(*args)
             for a, b in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
                 torch.testing.assert_close(a, b, rtol=1.6e-2, atol=1e-2)
         return True
@@ -78,11 +96,18 @@ def available(device: torch.device) -> bool:
 
 @functools.cache
 def _compiled(fn):
-    return torch.compile(fn, dynamic=True, fullgraph=True, options=OPTIONS)
+    return torch.compile(fn, options=OPTIONS)
+
+
+def _run_compiled(fn, args):
+    for arg in args:
+        if isinstance(arg, torch.Tensor) and arg.dim() > 1:
+            torch._dynamo.maybe_mark_dynamic(arg, 0)  # rows vary; the other sizes are the model's
+    return _compiled(fn)(*args)
 
 
 def call(fn, *args):
     """``fn(*args)``, compiled in inference on a device where that works (training stays eager)."""
     if args[0].is_cuda and not torch.is_grad_enabled() and available(args[0].device):
-        return _compiled(fn)(*args)
+        return _run_compiled(fn, args)
     return fn(*args)

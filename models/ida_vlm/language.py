@@ -146,10 +146,19 @@ class Prefill:
         self.cache.values[layer][self.rows, :, self.start:end] = v
         if self.prefix is None:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        rows = q.shape[0]
-        k = torch.cat([self.prefix.keys[layer].expand(rows, -1, -1, -1), k], dim=2)
-        v = torch.cat([self.prefix.values[layer].expand(rows, -1, -1, -1), v], dim=2)
+        k, v = _after(self.prefix.keys[layer], k), _after(self.prefix.values[layer], v)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q.shape[2], k.shape[2]))
+
+
+def _after(prefix: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+    """``[B, heads, P + T, D]``: the one prefix copy ``[1, heads, P, D]`` then each row's ``own``
+    positions ``[B, heads, T, D]``. Two copies into a new tensor: ``torch.cat`` of the expanded
+    prefix takes its generic strided path on CUDA, at a fraction of the memory bandwidth."""
+    length = prefix.shape[2]
+    out = own.new_empty(own.shape[0], own.shape[1], length + own.shape[2], own.shape[3])
+    out[:, :, :length] = prefix
+    out[:, :, length:] = own
+    return out
 
 
 def matmul_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -261,8 +270,11 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, pos: Positions, context: AttentionContext) -> torch.Tensor:
         batch, length = x.shape[:2]
         qkv = self.c_attn(x).view(batch * length, 3, self.heads, -1)  # [B * T, (q, k, v), heads, head_dim]
-        logn = None if pos.logn is None else pos.logn.flatten(0, 1)
-        q, k = fused.call(fused.rotary, qkv[:, :2], pos.cos.flatten(0, 1), pos.sin.flatten(0, 1), logn)
+        tables = qkv[:, :2], pos.cos.flatten(0, 1), pos.sin.flatten(0, 1)
+        if pos.logn is None:
+            q, k = fused.call(fused.rotary, *tables)
+        else:
+            q, k = fused.call(fused.rotary_logn, *tables, pos.logn.flatten(0, 1))
         q, k, v = (t.view(batch, length, self.heads, -1).transpose(1, 2) for t in (q, k, qkv[:, 2]))
         out = context.attend(self.layer, q, k, v)  # q, k, v: [B, heads, T, head_dim]
         return self.c_proj(out.transpose(1, 2).flatten(2))

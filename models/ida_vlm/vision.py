@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fused
 from .config import IMAGE_TOKENS, VisionConfig
 from .resampler import Resampler, resize_grid_embedding
 
@@ -40,8 +41,10 @@ class VisualBlock(nn.Module):
         ]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
+        shape, ln = x.shape, self.ln_2
+        x, h = fused.call(fused.add_layer_norm, x.reshape(-1, shape[-1]), self.attn(self.ln_1(x)).reshape(-1, shape[-1]),
+                          ln.weight, ln.bias, ln.eps)
+        return x.view(shape) + self.mlp(h.view(shape))
 
 
 class VisualStack(nn.Module):

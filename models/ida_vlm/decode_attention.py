@@ -13,14 +13,16 @@ log-sum-exp costs a dozen small kernels per layer. Here:
   row's own columns among them, ``first[row]`` to ``column`` (inclusive; the left padding and the
   columns not yet written are not read at all). Splitting the columns keeps a small batch from
   running as a few long serial loops (one row alone: 32 programs for 132 multiprocessors; a
-  profile of a film's batches of 4 shots on the H200 had this kernel at 51 % of the GPU time);
+  profile of a film's batches of 4 shots on the H200 had this kernel at 51 % of the GPU time).
+  The query is the first row of a tile of 16 so that the products are tensor-core ones: Triton's
+  pipeliner then loads keys and values ahead, which it does not for plain loads (on an H200 at
+  152 rows: 4.1 TB/s of the cache instead of 3.0, with both loads issued first 3.6);
 * ``_combine_kernel``, per row and head: the splits and the prefix state (rows sharing nothing
   have none) merged by log-sum-exp, normalised, in the query's dtype.
 
 All read their bounds from device tensors, so a CUDA graph of the step can be replayed. The
-result equals plain softmax attention up to float32 rounding (the weights of
-the prefix part are rounded to the values' dtype for their product, as flash attention does; the
-rows' part keeps them in float32). With ``TRITON_INTERPRET=1`` set before Triton is imported,
+result equals plain softmax attention up to float32 rounding (the weights are rounded to the
+values' dtype for their product with the values, as flash attention does). With ``TRITON_INTERPRET=1`` set before Triton is imported,
 the same kernels run on the CPU through Triton's interpreter, and the model uses them there too
 (that is how the CPU tests check them).
 """
@@ -41,7 +43,7 @@ except ImportError:  # Triton comes with torch's CUDA builds; without it the tor
 # A row's columns per program of the rows' kernel (so that a small batch still spreads over the
 # GPU's multiprocessors; 256: 1392 columns are 6 programs), keys per step of each program's loop,
 # warps and pipeline stages: bench/ida_vlm.py sweeps the last three on an H200 (one layer at 152
-# rows: 32 keys, 2 warps, 3 stages fastest, 1.19 ms; 64 keys 1.55 ms).
+# rows: 32 keys, 2 warps, 3 stages fastest, 0.83 ms; 128 keys with 3 stages 2.3 ms).
 SPLIT = 256
 BLOCK_N = 32
 ROWS_WARPS = 2
@@ -90,36 +92,48 @@ def _prefix_kernel(Q, K, V, Acc, M, L, row0, n, P, H, D, sqb, sqh, sqd, skh, skn
 
 
 def _rows_kernel(Q, K, V, First, Column, Pacc, Pm, Pl, H, S, D, sqb, sqh, sqd, skb, skh, skn, skd,
-                 svb, svh, svn, svd, scale, SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                 svb, svh, svn, svd, scale, SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                 IEEE: tl.constexpr):
     b, h, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     dims = tl.arange(0, BLOCK_D)
-    dmask = dims < D
-    q = tl.load(Q + b * sqb + h * sqh + dims * sqd, mask=dmask, other=0.0).to(tl.float32)
+    # The row's one query as the first of a tile of 16 (the rest zeros): the products then run on
+    # tensor cores, whose operands Triton's pipeliner loads ahead; plain loads it does not.
+    tile = tl.arange(0, 16)
+    dmask, real = dims < D, tile == 0
+    q = tl.load(Q + b * sqb + h * sqh + tile[:, None] * 0 + dims[None, :] * sqd,
+                mask=real[:, None] & dmask[None, :], other=0.0)
     first = tl.load(First + b)
     lo = tl.maximum(first, split * SPLIT)
     hi = tl.minimum(tl.load(Column) + 1, (split + 1) * SPLIT)
-    zero = (first * 0).to(tl.float32)
-    m_i, l_i = zero - float("inf"), zero
-    acc = tl.zeros([BLOCK_D], tl.float32)
+    m_i = tl.full([16], float("-inf"), tl.float32)
+    l_i = tl.zeros([16], tl.float32)
+    acc = tl.zeros([16, BLOCK_D], tl.float32)
     # A split outside the row's columns (lo >= hi) runs no step, so every step sees a column.
     for start in range(tl.where(lo < hi, (lo // BLOCK_N) * BLOCK_N, hi), hi, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
         cmask = (cols >= lo) & (cols < hi)
         k = tl.load(K + b * skb + h * skh + cols[:, None] * skn + dims[None, :] * skd,
-                    mask=cmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)
-        s = tl.where(cmask, tl.sum(k * q[None, :], 1) * scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 0))
+                    mask=cmask[:, None] & dmask[None, :], other=0.0)
+        if IEEE:
+            s = tl.dot(q, tl.trans(k), input_precision="ieee")
+        else:
+            s = tl.dot(q, tl.trans(k))
+        s = tl.where(cmask[None, :], s * scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp(m_i - m_new)
-        p = tl.exp(s - m_new)
-        l_i = l_i * alpha + tl.sum(p, 0)
+        p = tl.exp(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(V + b * svb + h * svh + cols[:, None] * svn + dims[None, :] * svd,
-                    mask=cmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)
-        acc = acc * alpha + tl.sum(p[:, None] * v, 0)
+                    mask=cmask[:, None] & dmask[None, :], other=0.0)
+        if IEEE:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
     part = (b * H + h) * S + split
-    tl.store(Pacc + part * D + dims, acc, mask=dmask)
-    tl.store(Pm + part, m_i)
-    tl.store(Pl + part, l_i)
+    tl.store(Pacc + part * D + tile[:, None] * 0 + dims[None, :], acc, mask=real[:, None] & dmask[None, :])
+    tl.store(Pm + part + tile * 0, m_i, mask=real)
+    tl.store(Pl + part + tile * 0, l_i, mask=real)
 
 
 def _combine_kernel(Pacc, Pm, Pl, Grouped, Acc, M, L, Out, H, S, D, sob, soh, sod,
@@ -223,7 +237,8 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
         q, keys, values, first, column, part_acc, part_top, part_total, heads, splits, dim,
         q.stride(0), q.stride(1), q.stride(3), *(keys.stride(i) for i in (0, 1, 2, 3)),
         *(values.stride(i) for i in (0, 1, 2, 3)), scale,
-        SPLIT=SPLIT, BLOCK_N=BLOCK_N, BLOCK_D=block_d, num_warps=ROWS_WARPS, num_stages=ROWS_STAGES)
+        SPLIT=SPLIT, BLOCK_N=BLOCK_N, BLOCK_D=block_d, IEEE=q.dtype == torch.float32, num_warps=ROWS_WARPS,
+        num_stages=ROWS_STAGES)
     out = torch.empty(batch, heads, 1, dim, dtype=q.dtype, device=q.device)
     combine_kernel[(batch, heads)](
         part_acc, part_top, part_total, grouped, acc, top, total, out, heads, splits, dim,

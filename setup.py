@@ -41,7 +41,7 @@ RAY = ["ray>=2.9"]
 # imports the package, but its metadata requires torch (`pip install --no-deps silero-vad` avoids it).
 AD = ["silero-vad>=5.1"]
 TRAIN = [*VLM, "peft>=0.13"]       # movieid train --lora (FSDP and checkpoints come with torch)
-TEST = ["pytest>=8", "onnx>=1.15", "selenium>=4.20", "otio-cmx3600-adapter>=1.0", *TRAIN, *HF, *RAY, *AD]
+TEST = ["pytest>=8", "pytest-xdist>=3.5", "onnx>=1.15", "selenium>=4.20", "otio-cmx3600-adapter>=1.0", *TRAIN, *HF, *RAY, *AD]
 
 setup(
     name="movieid",

@@ -22,9 +22,9 @@ log-sum-exp costs a dozen small kernels per layer. Here:
 
 All read their bounds from device tensors, so a CUDA graph of the step can be replayed. The
 result equals plain softmax attention up to float32 rounding (the weights are rounded to the
-values' dtype for their product with the values, as flash attention does). With ``TRITON_INTERPRET=1`` set before Triton is imported,
-the same kernels run on the CPU through Triton's interpreter, and the model uses them there too
-(that is how the CPU tests check them).
+values' dtype for their product with the values, as flash attention does). With
+``TRITON_INTERPRET=1`` set before Triton is imported, the same kernels run on the CPU through
+Triton's interpreter, and the model uses them there too (that is how the CPU tests check them).
 """
 import functools
 import os

@@ -146,11 +146,11 @@ class Prefill:
         self.cache.values[layer][self.rows, :, self.start:end] = v
         if self.prefix is None:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        k, v = _after(self.prefix.keys[layer], k), _after(self.prefix.values[layer], v)
+        k, v = _joined(self.prefix.keys[layer], k), _joined(self.prefix.values[layer], v)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q.shape[2], k.shape[2]))
 
 
-def _after(prefix: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+def _joined(prefix: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
     """``[B, heads, P + T, D]``: the one prefix copy ``[1, heads, P, D]`` then each row's ``own``
     positions ``[B, heads, T, D]``. Two copies into a new tensor: ``torch.cat`` of the expanded
     prefix takes its generic strided path on CUDA, at a fraction of the memory bandwidth."""

@@ -28,12 +28,21 @@ class VisualAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).flatten(2))
 
 
+class LayerNorm(nn.LayerNorm):
+    def add(self, x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The residual sum ``x + delta`` and its norm, in one pass on CUDA."""
+        flat = x.reshape(-1, x.shape[-1])
+        total, normed = fused.call(fused.add_layer_norm, flat, delta.reshape(flat.shape), self.weight, self.bias,
+                                   self.eps)
+        return total.view(x.shape), normed.view(x.shape)
+
+
 class VisualBlock(nn.Module):
     def __init__(self, config: VisionConfig):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.width, eps=1e-6)
         self.attn = VisualAttention(config.width, config.heads)
-        self.ln_2 = nn.LayerNorm(config.width, eps=1e-6)
+        self.ln_2 = LayerNorm(config.width, eps=1e-6)
         self.mlp = nn.Sequential(OrderedDict([
             ("c_fc", nn.Linear(config.width, config.mlp_width)),
             ("gelu", nn.GELU()),
@@ -41,10 +50,8 @@ class VisualBlock(nn.Module):
         ]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape, ln = x.shape, self.ln_2
-        x, h = fused.call(fused.add_layer_norm, x.reshape(-1, shape[-1]), self.attn(self.ln_1(x)).reshape(-1, shape[-1]),
-                          ln.weight, ln.bias, ln.eps)
-        return x.view(shape) + self.mlp(h.view(shape))
+        x, h = self.ln_2.add(x, self.attn(self.ln_1(x)))
+        return x + self.mlp(h)
 
 
 class VisualStack(nn.Module):

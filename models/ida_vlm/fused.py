@@ -5,7 +5,8 @@ copies of the queries and keys, RMSNorm as two, a residual add and the norm afte
 one a full pass over memory. Each step here is a plain function of tensors (the reference, and the
 path on the CPU); on CUDA ``torch.compile`` (inductor, Triton) fuses each into one kernel, with
 eager's roundings to the tensors' dtype kept where eager rounds (``emulate_precision_casts``), so
-the results are eager's up to the order of float32 sums. Callers flatten the leading dimensions
+the results are eager's up to a step of the tensors' dtype here and there (the order of float32
+sums, and how closely a torch release's inductor follows eager's roundings). Callers flatten the leading dimensions
 and the first is compiled as dynamic, so one kernel serves every batch and prompt length (a size
 of 1 gets its own). Compilation runs in this process (no compile workers left behind) and is
 checked once per device against eager; if it fails, the eager functions are used, and a call

@@ -34,8 +34,8 @@ def test_compiled_steps_equal_eager_for_any_number_of_rows(monkeypatch):
                 got, want = (got, want) if isinstance(want, tuple) else ((got,), (want,))
                 for a, b in zip(got, want):
                     assert a.shape == b.shape and a.dtype == b.dtype
-                    torch.testing.assert_close(a, b, rtol=1.6e-2, atol=1e-2)
-                    assert (a != b).float().mean() < 0.01  # eager's roundings kept: at most rare last-bit flips
+                    # eager's roundings kept: at most a bf16 step or two apart (2 ** -7 relative each)
+                    torch.testing.assert_close(a, b, rtol=2 ** -6, atol=1e-5)
             if rows == 7:
                 graphs = counters["stats"]["unique_graphs"]
     assert graphs == len(_steps(1, torch.bfloat16))

@@ -52,6 +52,37 @@ PREFIX_BLOCK_M = 32   # rows of a group per prefix tile
 PREFIX_BLOCK_N = 64
 
 
+def _device_function(fn):
+    """A Triton function the kernels call (inlined into them), or ``fn`` itself without Triton."""
+    return triton.jit(fn) if triton is not None else fn
+
+
+@_device_function
+def _weights(q, k, cmask, m_i, l_i, scale, IEEE: tl.constexpr):
+    """One online-softmax step of a tile of queries ``q`` over a block of keys ``k`` (``cmask``:
+    the block's columns to use): the block's unnormalised weights, the factor that rescales what
+    came before, and the new running max and sum of weights."""
+    if IEEE:
+        s = tl.dot(q, tl.trans(k), input_precision="ieee")
+    else:
+        s = tl.dot(q, tl.trans(k))
+    s = tl.where(cmask[None, :], s * scale, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp(m_i - m_new)
+    p = tl.exp(s - m_new[:, None])
+    return p, alpha, m_new, l_i * alpha + tl.sum(p, 1)
+
+
+@_device_function
+def _accumulate(acc, alpha, p, v, IEEE: tl.constexpr):
+    """The running sum of weighted values after a block (weights rounded to the values' dtype)."""
+    if IEEE:
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+    else:
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc
+
+
 def _prefix_kernel(Q, K, V, Acc, M, L, row0, n, P, H, D, sqb, sqh, sqd, skh, skn, skd, svh, svn, svd, scale,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                    IEEE: tl.constexpr):
@@ -69,22 +100,10 @@ def _prefix_kernel(Q, K, V, Acc, M, L, row0, n, P, H, D, sqb, sqh, sqd, skh, skn
         cmask = cols < P
         k = tl.load(K + h * skh + cols[:, None] * skn + dims[None, :] * skd, mask=cmask[:, None] & dmask[None, :],
                     other=0.0)
-        if IEEE:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee")
-        else:
-            s = tl.dot(q, tl.trans(k))
-        s = tl.where(cmask[None, :], s * scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp(m_i - m_new)
-        p = tl.exp(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
+        p, alpha, m_i, l_i = _weights(q, k, cmask, m_i, l_i, scale, IEEE)
         v = tl.load(V + h * svh + cols[:, None] * svn + dims[None, :] * svd, mask=cmask[:, None] & dmask[None, :],
                     other=0.0)
-        if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        acc = _accumulate(acc, alpha, p, v, IEEE)
     state = (row0 + rows) * H + h
     tl.store(Acc + state[:, None] * D + dims[None, :], acc, mask=rmask[:, None] & dmask[None, :])
     tl.store(M + state, m_i, mask=rmask)
@@ -114,22 +133,10 @@ def _rows_kernel(Q, K, V, First, Column, Pacc, Pm, Pl, H, S, D, sqb, sqh, sqd, s
         cmask = (cols >= lo) & (cols < hi)
         k = tl.load(K + b * skb + h * skh + cols[:, None] * skn + dims[None, :] * skd,
                     mask=cmask[:, None] & dmask[None, :], other=0.0)
-        if IEEE:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee")
-        else:
-            s = tl.dot(q, tl.trans(k))
-        s = tl.where(cmask[None, :], s * scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp(m_i - m_new)
-        p = tl.exp(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
+        p, alpha, m_i, l_i = _weights(q, k, cmask, m_i, l_i, scale, IEEE)
         v = tl.load(V + b * svb + h * svh + cols[:, None] * svn + dims[None, :] * svd,
                     mask=cmask[:, None] & dmask[None, :], other=0.0)
-        if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        acc = _accumulate(acc, alpha, p, v, IEEE)
     part = (b * H + h) * S + split
     tl.store(Pacc + part * D + tile[:, None] * 0 + dims[None, :], acc, mask=real[:, None] & dmask[None, :])
     tl.store(Pm + part + tile * 0, m_i, mask=real)

@@ -221,24 +221,23 @@ def breakdown(model: IdaVlm, variant: str, batch: list[Request], args) -> dict:
     return row
 
 
-def eager_pointwise(fn):
-    """``fn()`` with the language model's pointwise steps in eager torch (``fused`` switched off)."""
-    available = fused.available
-    fused.available = lambda device: False
+def switched_off(module, fn):
+    """``fn()`` with ``module.available`` answering False: ``fused`` (the pointwise steps eager) or
+    ``decode_attention`` (the decode step's attention in torch's kernels instead of Triton's)."""
+    available = module.available
+    module.available = lambda device: False
     try:
         return fn()
     finally:
-        fused.available = available
+        module.available = available
+
+
+def eager_pointwise(fn):
+    return switched_off(fused, fn)
 
 
 def torch_kernels(fn):
-    """``fn()`` with the decode step's attention in torch's kernels (the Triton ones switched off)."""
-    available = decode_attention.available
-    decode_attention.available = lambda device: False
-    try:
-        return fn()
-    finally:
-        decode_attention.available = available
+    return switched_off(decode_attention, fn)
 
 
 def decode_sweep(rows: int, prefix: int = 880, own: int = 1335, new: int = 48) -> dict:

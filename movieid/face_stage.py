@@ -77,10 +77,13 @@ class FaceAnalyzer:
             if missing:
                 frames.update(zip(missing, self._reader_for(task.film, task.size).read(missing)))
 
+        def big_enough(found: list[Detection]) -> list[Detection]:
+            return [f for f in found if f.box.size >= task.min_face]
+
         def faces_in(frame: int) -> list[Detection]:
             if frame not in detected:
                 load([frame])
-                detected[frame] = [f for f in self.backend.detect(frames[frame]) if f.box.size >= task.min_face]
+                detected[frame] = big_enough(self.backend.detect(frames[frame]))
             return detected[frame]
 
         # First candidates of every shot in one forward pass; second ones only where needed.
@@ -104,7 +107,7 @@ class FaceAnalyzer:
             and in the others only if it finds any."""
             middle = chosen[len(chosen) // 2]
             for frame in [middle] + [f for f in chosen if f != middle]:
-                detected[frame] = [f for f in self.backend.detect_tilted(frames[frame]) if f.box.size >= task.min_face]
+                detected[frame] = big_enough(self.backend.detect_tilted(frames[frame]))
                 if frame == middle and not detected[frame]:
                     return
 

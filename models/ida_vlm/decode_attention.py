@@ -43,7 +43,8 @@ except ImportError:  # Triton comes with torch's CUDA builds; without it the tor
 # A row's columns per program of the rows' kernel (so that a small batch still spreads over the
 # GPU's multiprocessors; 256: 1392 columns are 6 programs), keys per step of each program's loop,
 # warps and pipeline stages: bench/ida_vlm.py sweeps the last three on an H200 (one layer at 152
-# rows: 32 keys, 2 warps, 3 stages fastest, 0.83 ms; 128 keys with 3 stages 2.3 ms).
+# rows: these 0.867 ms, the sweep's best 0.866 ms with 64 keys and 4 warps; 128 keys, 2 warps and
+# 3 stages 2.3 ms in a scratch sweep, where these took 0.834 ms).
 SPLIT = 256
 BLOCK_N = 32
 ROWS_WARPS = 2

@@ -6,11 +6,11 @@ one a full pass over memory. Each step here is a plain function of tensors (the 
 path on the CPU); on CUDA ``torch.compile`` (inductor, Triton) fuses each into one kernel, with
 eager's roundings to the tensors' dtype kept where eager rounds (``emulate_precision_casts``), so
 the results are eager's up to a step of the tensors' dtype here and there (the order of float32
-sums, and how closely a torch release's inductor follows eager's roundings). Callers flatten the leading dimensions
-and the first is compiled as dynamic, so one kernel serves every batch and prompt length (a size
-of 1 gets its own). Compilation runs in this process (no compile workers left behind) and is
-checked once per device against eager; if it fails, the eager functions are used, and a call
-that dynamo cannot compile runs eagerly (no ``fullgraph``).
+sums, and how closely a torch release's inductor follows eager's roundings). Callers flatten the
+leading dimensions; the first is compiled as dynamic and the others static, so one kernel per
+width serves every batch and prompt length (a size of 1 gets its own). Compilation runs in this
+process (no compile workers left behind), only under inference mode, and is checked once per
+device against eager; if that fails, or a later compile does, the eager functions are used.
 """
 from __future__ import annotations
 
@@ -62,11 +62,48 @@ def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a * F.silu(b)
 
 
+def flat(x: torch.Tensor) -> torch.Tensor:
+    """``[..., C]`` -> ``[N, C]``: a step sees one shape whatever the batch and length."""
+    return x.reshape(-1, x.shape[-1])
+
+
+def add_norm(step, x: torch.Tensor, delta: torch.Tensor, *params) -> tuple[torch.Tensor, torch.Tensor]:
+    """``step`` (``add_rms_norm`` or ``add_layer_norm``) over the rows of ``x`` and ``delta``: the
+    residual sum and its norm, in ``x``'s shape."""
+    total, normed = call(step, flat(x), flat(delta), *params)
+    return total.view(x.shape), normed.view(x.shape)
+
+
+def call(fn, *args):
+    """``fn(*args)``, compiled under inference mode on a device where that works; eager elsewhere
+    (the CPU, training) and, after a compile or launch failure, on that device from then on."""
+    x = args[0]
+    if not (x.is_cuda and torch.is_inference_mode_enabled() and available(x.device)):
+        return fn(*args)
+    try:
+        return _run_compiled(fn, args)
+    except torch.OutOfMemoryError:
+        raise  # the caller halves its batch
+    except Exception as error:  # noqa: BLE001 - any compiler failure: the same step, eager
+        _failed.add(_indexed(x.device))
+        log.warning("fused %s failed on %s (%s: %s); using eager torch there", fn.__name__, x.device,
+                    type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+        return fn(*args)
+
+
 def available(device: torch.device) -> bool:
     """Whether the compiled functions run on ``device`` and agree with eager (CUDA only)."""
     if device.type != "cuda":
         return False
-    return _checked(torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index))
+    device = _indexed(device)
+    return device not in _failed and _checked(device)
+
+
+_failed: set[torch.device] = set()  # devices where a compiled step failed after the check
+
+
+def _indexed(device: torch.device) -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
 
 
 @functools.cache
@@ -101,14 +138,14 @@ def _compiled(fn):
 
 
 def _run_compiled(fn, args):
+    """The compiled ``fn``: the first dimension of a tensor of rows dynamic, every other size static
+    (so that the check's small sizes do not make dynamo's automatic dynamic shapes turn the model's
+    widths into symbols, and kernels are specialised to them)."""
     for arg in args:
-        if isinstance(arg, torch.Tensor) and arg.dim() > 1:
-            torch._dynamo.maybe_mark_dynamic(arg, 0)  # rows vary; the other sizes are the model's
+        if isinstance(arg, torch.Tensor):
+            for dim in range(arg.dim()):
+                if dim == 0 and arg.dim() > 1:
+                    torch._dynamo.maybe_mark_dynamic(arg, 0)
+                else:
+                    torch._dynamo.mark_static(arg, dim)
     return _compiled(fn)(*args)
-
-
-def call(fn, *args):
-    """``fn(*args)``, compiled in inference on a device where that works (training stays eager)."""
-    if args[0].is_cuda and not torch.is_grad_enabled() and available(args[0].device):
-        return _run_compiled(fn, args)
-    return fn(*args)

@@ -34,11 +34,6 @@ def attention_kernels():
     return sdpa_kernel(SDPA_PRIORITY, set_priority=True)
 
 
-def _flat(x: torch.Tensor) -> torch.Tensor:
-    """``[..., C]`` -> ``[N, C]``: the pointwise steps see one shape whatever the batch and length."""
-    return x.reshape(-1, x.shape[-1])
-
-
 class RMSNorm(nn.Module):
     """Normalised in float32 and rounded to the input's dtype, then scaled (Qwen's order)."""
 
@@ -48,12 +43,11 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.empty(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fused.call(fused.rms_norm, _flat(x), self.weight, self.eps).view(x.shape)
+        return fused.call(fused.rms_norm, fused.flat(x), self.weight, self.eps).view(x.shape)
 
     def add(self, x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The residual sum ``x + delta`` and its norm, in one pass on CUDA."""
-        total, normed = fused.call(fused.add_rms_norm, _flat(x), _flat(delta), self.weight, self.eps)
-        return total.view(x.shape), normed.view(x.shape)
+        return fused.add_norm(fused.add_rms_norm, x, delta, self.weight, self.eps)
 
 
 def ntk_alpha(prompt_length: int, seq_length: int) -> float:
@@ -146,19 +140,10 @@ class Prefill:
         self.cache.values[layer][self.rows, :, self.start:end] = v
         if self.prefix is None:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        k, v = _joined(self.prefix.keys[layer], k), _joined(self.prefix.values[layer], v)
+        rows = q.shape[0]
+        k = torch.cat([self.prefix.keys[layer].expand(rows, -1, -1, -1), k], dim=2)
+        v = torch.cat([self.prefix.values[layer].expand(rows, -1, -1, -1), v], dim=2)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q.shape[2], k.shape[2]))
-
-
-def _joined(prefix: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
-    """``[B, heads, P + T, D]``: the one prefix copy ``[1, heads, P, D]`` then each row's ``own``
-    positions ``[B, heads, T, D]``. Two copies into a new tensor: ``torch.cat`` of the expanded
-    prefix takes its generic strided path on CUDA, at a fraction of the memory bandwidth."""
-    length = prefix.shape[2]
-    out = own.new_empty(own.shape[0], own.shape[1], length + own.shape[2], own.shape[3])
-    out[:, :, :length] = prefix
-    out[:, :, length:] = own
-    return out
 
 
 def matmul_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -291,7 +276,7 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(half, config.hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = fused.call(fused.swiglu, _flat(self.w1(x)), _flat(self.w2(x)))
+        gate = fused.call(fused.swiglu, fused.flat(self.w1(x)), fused.flat(self.w2(x)))
         return self.c_proj(gate.view(*x.shape[:-1], -1))
 
 

@@ -31,10 +31,7 @@ class VisualAttention(nn.Module):
 class LayerNorm(nn.LayerNorm):
     def add(self, x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The residual sum ``x + delta`` and its norm, in one pass on CUDA."""
-        flat = x.reshape(-1, x.shape[-1])
-        total, normed = fused.call(fused.add_layer_norm, flat, delta.reshape(flat.shape), self.weight, self.bias,
-                                   self.eps)
-        return total.view(x.shape), normed.view(x.shape)
+        return fused.add_norm(fused.add_layer_norm, x, delta, self.weight, self.bias, self.eps)
 
 
 class VisualBlock(nn.Module):

@@ -123,13 +123,19 @@ def test_fused_pointwise_steps_equal_eager(checkpoints, frames, exact_fp32, monk
     bf16 rounding (eager's roundings are emulated; only the order of float32 sums differs)."""
     from movieid.models.ida_vlm import fused
 
-    assert fused.available(torch.device("cuda"))
+    assert fused.available(torch.device("cuda"))  # checked before the calls below are counted
+    compiled_calls = []
+    run_compiled = fused._run_compiled
+    monkeypatch.setattr(fused, "_run_compiled", lambda fn, args: compiled_calls.append(fn) or run_compiled(fn, args))
     request = make_request(QUERY, frames[:4], ROLES)
     fp32 = IdaVlm.from_pretrained(checkpoints("idf"), variant="idf", device="cuda", dtype=torch.float32)
     bf16 = IdaVlm.from_pretrained(checkpoints("idf"), variant="idf", device="cuda")
     requests = _requests(fp32, frames) * 3
     tokens = [g.token_ids for g in fp32.generate(requests, max_new_tokens=16, ignore_eos=True)]
     logits = fp32.logits(request), bf16.logits(request).float()
+    # the compiled steps ran, and none failed over to eager
+    assert {fn.__name__ for fn in compiled_calls} >= {"rms_norm", "add_rms_norm", "add_layer_norm", "swiglu"}
+    assert fused.available(fp32.device)
     monkeypatch.setattr(fused, "available", lambda device: False)
     assert [g.token_ids for g in fp32.generate(requests, max_new_tokens=16, ignore_eos=True)] == tokens
     torch.testing.assert_close(logits[0], fp32.logits(request), rtol=0, atol=1e-5)

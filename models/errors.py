@@ -9,6 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name if it has none), for a one-line report."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class InputError(ValueError):
     """A bad input or environment problem, described in one line that names the file."""
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +32,6 @@ class ModelSource:
     folder: Path | None         # None: built in memory
     revision: str | None        # the hub commit, where the folder is a hub snapshot
     config_sha256: str          # identifies a plain folder's model (and any other)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _fetch_hint(repo_id: str, revision: str | None) -> str:
@@ -81,7 +76,7 @@ def _from_hub(repo_id: str, revision: str | None) -> Path:
         return Path(huggingface_hub.snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS,
                                                       etag_timeout=HUB_TIMEOUT_S))
     except Exception as error:  # offline, unreachable, unknown or gated repo: the same advice
-        raise InputError(f"cannot download it ({_first_line(error)}); {_fetch_hint(repo_id, revision)}",
+        raise InputError(f"cannot download it ({first_line(error)}); {_fetch_hint(repo_id, revision)}",
                          repo_id) from None
 
 
@@ -99,10 +94,10 @@ def load_processor(folder: Path):
     try:
         processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
     except ImportError as error:
-        raise InputError(f"its processor needs a package that is missing ({_first_line(error)}); "
+        raise InputError(f"its processor needs a package that is missing ({first_line(error)}); "
                          "pip install -e '.[hf]'", folder) from None
     except _load_errors() as error:
-        raise InputError(f"cannot load the processor: {_first_line(error)}", folder) from None
+        raise InputError(f"cannot load the processor: {first_line(error)}", folder) from None
     if getattr(processor, "image_processor", None) is None or getattr(processor, "tokenizer", None) is None:
         raise InputError("not an image-text model: its processor has no image processor and tokenizer", folder)
     if not getattr(processor, "chat_template", None):
@@ -117,14 +112,14 @@ def load_model(folder: Path, dtype, device):
     try:
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
     except _load_errors() as error:
-        raise InputError(f"cannot read config.json: {_first_line(error)}", folder) from None
+        raise InputError(f"cannot read config.json: {first_line(error)}", folder) from None
     try:
         model = AutoModelForImageTextToText.from_pretrained(folder, config=config, dtype=dtype, local_files_only=True)
     except ValueError as error:
         if "Unrecognized configuration class" in str(error):
             raise InputError(f"model_type {config.model_type!r} is not an image-text-to-text model that "
                              "transformers' AutoModelForImageTextToText loads", folder) from None
-        raise InputError(f"cannot load the model: {_first_line(error)}", folder) from None
+        raise InputError(f"cannot load the model: {first_line(error)}", folder) from None
     except _load_errors() as error:
-        raise InputError(f"cannot load the model: {_first_line(error)}", folder) from None
+        raise InputError(f"cannot load the model: {first_line(error)}", folder) from None
     return model.to(device).eval().requires_grad_(False)

@@ -20,6 +20,8 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from ..errors import first_line
+
 log = logging.getLogger(__name__)
 
 OPTIONS = {"emulate_precision_casts": True}
@@ -87,7 +89,7 @@ def call(fn, *args):
     except Exception as error:  # noqa: BLE001 - any compiler failure: the same step, eager
         _failed.add(_indexed(x.device))
         log.warning("fused %s failed on %s (%s: %s); using eager torch there", fn.__name__, x.device,
-                    type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+                    type(error).__name__, first_line(error))
         return fn(*args)
 
 
@@ -128,7 +130,7 @@ def _checked(device: torch.device) -> bool:
         return True
     except Exception as error:  # any compile or launch failure: eager is used
         log.warning("fused pointwise kernels unavailable on %s (%s: %s); using eager torch",
-                    device, type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+                    device, type(error).__name__, first_line(error))
         return False
 
 

@@ -12,6 +12,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
+from ..errors import first_line
 from .errors import IdaVlmError
 
 from .generation import GenerationDefaults
@@ -49,9 +50,8 @@ def _download(repo_id: str, variant: str) -> Path:
     try:
         return Path(huggingface_hub.snapshot_download(repo_id, allow_patterns=[f"{folder}/*"]))
     except Exception as error:  # offline, unreachable, unknown repo: all end the same way for the user
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise IdaVlmError(
-            f"cannot download {folder} of hub repo {repo_id} ({reason}); where internet exists run "
+            f"cannot download {folder} of hub repo {repo_id} ({first_line(error)}); where internet exists run "
             f"`huggingface-cli download {repo_id} --include '{folder}/*' --local-dir DIR` and pass DIR") from error
 
 

@@ -13,7 +13,7 @@ import traceback
 import click
 
 from movieid import __version__
-from movieid.models.errors import InputError
+from movieid.errors import InputError, internal_error
 
 from .annotate import annotate, shots
 from .batch import batch, batch_status
@@ -61,9 +61,7 @@ class OneLineErrors(click.Group):
         except Exception as exc:  # a bug: keep it to one line unless asked for details
             if verbose:
                 traceback.print_exc()
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            click.echo(f"movieid: internal error: {type(exc).__name__}: {first} "
-                       "(run with -v for the traceback)", err=True)
+            click.echo(f"movieid: {internal_error(exc)} (run with -v for the traceback)", err=True)
             sys.exit(1)
         finally:
             signal.signal(signal.SIGTERM, previous)

@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .errors import MovieIdError
+from .errors import MovieIdError, first_line
 from .faces.base import FaceBackend
 from .files import check_input_file, default_cache_dir, sha256_file, write_file
 from .models.errors import InputError
@@ -156,7 +156,7 @@ def _yaml_problem(exc) -> str:
     context = getattr(exc, "context", None)
     if problem:
         return f"{problem} ({context})" if context else problem
-    return str(exc).strip().splitlines()[0]
+    return first_line(exc)
 
 
 def _validate(data: object, schema_name: str, path: Path) -> None:

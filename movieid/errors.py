@@ -6,11 +6,19 @@ exits 1; anything else escaping the pipeline is a bug and keeps its traceback un
 """
 from __future__ import annotations
 
-from .models.errors import InputError
+from .models.errors import InputError, first_line
+
+__all__ = ["InputError", "MovieIdError", "first_line", "internal_error", "missing_dependency"]
 
 
 class MovieIdError(InputError):
     """A bad input or environment problem of the pipeline, in one line that names the file."""
+
+
+def internal_error(exc: BaseException) -> str:
+    """A bug in one line: its type and the first line of its message."""
+    text = first_line(exc)
+    return f"internal error: {type(exc).__name__}" + ("" if text == type(exc).__name__ else f": {text}")
 
 
 def missing_dependency(exc: ImportError, what: str, extra: str) -> MovieIdError:

@@ -37,6 +37,7 @@ from .identity import identify
 from .progress import Progress, report
 from .records import Cast, Film, FilmAnnotation, ShotAnnotation, ShotPeople, Window
 from .scan import KeptFrames, scan_film
+from .stop_signals import StopSignals
 from .video import YuvFrame, fit_size, probe
 from .windows import build_window
 from .workers import WorkerPool
@@ -159,8 +160,10 @@ class Answers:
     when the analysis ends) and fills its batches when it is the slower one; then ``add``
     waits while ``HELD_AHEAD`` windows wait with frames, so memory stays flat. Leaving the ``with``
     block early (Ctrl-C, SIGTERM, an error) stops both at the next chunk or batch boundary and
-    waits for them (a batch cannot be cut), so nothing runs on after the run; an error in a
-    thread is raised in the caller's thread, at the next ``add`` or at ``wait``.
+    waits for them (a batch cannot be cut), so nothing runs on after the run. The caption thread
+    sees a Ctrl-C or SIGTERM as it comes (``StopSignals``), not when the main thread is next free
+    to run its handler: it starts no batch and reports none meanwhile. An error in a thread is
+    raised in the caller's thread, at the next ``add`` or at ``wait``.
     """
 
     def __init__(self, film: Film, cast: Cast, engine: Engine, frame_size: tuple[int, int], progress: Progress = None):
@@ -173,6 +176,7 @@ class Answers:
         self._error: BaseException | None = None
         self._changed = threading.Condition()
         self._switches = _QuickSwitches()
+        self._signals = StopSignals()
         # Waited on instead of ``Thread.join``: a join that Ctrl-C interrupts marks the thread as
         # stopped while it still runs (CPython 3.11), and a thread left in torch when the
         # interpreter exits aborts the process.
@@ -221,6 +225,7 @@ class Answers:
             except BaseException as exc:  # raised by a signal handler: the threads must end first
                 arrived = exc
         self._switches.release()
+        self._signals.close()
         if arrived is not None:
             raise arrived
 
@@ -272,7 +277,7 @@ class Answers:
 
     def _run(self) -> None:
         self.engine.start(self.cast)
-        while True:
+        while not self._signals.settle():   # a Ctrl-C or SIGTERM whose handler raised ends it
             with self._changed:
                 while not (self._ready or self._all_read or self._halted()):
                     self._changed.wait()
@@ -282,6 +287,8 @@ class Answers:
                 del self._ready[:len(batch)]
                 self._changed.notify_all()  # room to read ahead, and to add windows with frames
             answers = self._answer(batch)
+            if self._signals.settle():
+                return
             with self._changed:
                 self._answers += answers
                 done, total, stopped = len(self._answers), self._added, self._stopped

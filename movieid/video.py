@@ -29,7 +29,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .errors import MovieIdError
+from .errors import MovieIdError, first_line
 from .files import check_input_file
 from .records import Film
 
@@ -199,7 +199,7 @@ _DECORD_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+\.(?:cc|h):\d+: ")
 
 def _short(exc: BaseException) -> str:
     """decord's messages carry C++ source locations and check expressions; keep the gist."""
-    text = _DECORD_PREFIX.sub("", str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+    text = _DECORD_PREFIX.sub("", first_line(exc))
     if "Check failed" in text or "av_read_frame" in text:
         return "the decoder rejected the data"
     return text[:160] or type(exc).__name__

@@ -30,13 +30,13 @@ from multiprocessing import resource_tracker
 from typing import Any, Callable
 
 from .errors import MovieIdError
+from .stop_signals import STOP_SIGNALS
 
 PR_SET_PDEATHSIG = 1
 WORKER_NICENESS = 10
 PARENT_CHECK_S = 1.0
 
 _STATE: Any = None
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 @contextlib.contextmanager
@@ -57,8 +57,8 @@ def _signals_held():
     # after it inherit an open mask: start it before blocking them.
     resource_tracker.ensure_running()
     arrived: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, frame: arrived.append(signum)) for s in _STOP_SIGNALS}
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    previous = {s: signal.signal(s, lambda signum, frame: arrived.append(signum)) for s in STOP_SIGNALS}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
     finally:
@@ -92,7 +92,7 @@ def _start_worker(parent: int, setup: Callable[..., Any], args: tuple) -> None:
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)   # held since the start (see _signals_held)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)   # held since the start (see _signals_held)
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICENESS)
     _STATE = setup(*args)

@@ -172,3 +172,26 @@ def test_usage_errors_exit_2_in_one_line(short_film):
     assert_one_line_error(proc, "--model", code=2)
     proc = run_cli("annotate", short_film, "--max-images", "1")
     assert_one_line_error(proc, "--max-images", code=2)
+
+
+@pytest.mark.parametrize("error", ["RuntimeError()", "KeyError('k')"])
+def test_a_bug_is_one_line_and_its_traceback_shows_only_under_verbose(tmp_path, error):
+    """An exception that is not a bad input (a bug): one line naming its type, exit 1; ``-v``
+    prints the traceback (an empty message must not break the one line)."""
+    import sys
+
+    film = tmp_path / "film.mp4"
+    film.write_bytes(b"\0" * 64)
+    code = ("import movieid.video as video\n"
+            f"def probe(*args, **kwargs): raise {error}\n"
+            "video.probe = probe\n"
+            "from movieid.cli.main import main\n"
+            "main()")
+    run = [sys.executable, "-c", code, "annotate", str(film), "-o", str(tmp_path / "out")]
+    proc = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    name = error.split("(")[0]
+    assert_one_line_error(proc, f"movieid: internal error: {name}", "(run with -v for the traceback)")
+    assert f"{name}: {name}" not in proc.stderr
+    verbose = subprocess.run([*run, "-v"], capture_output=True, text=True, timeout=120)
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr and "internal error" in verbose.stderr
+    assert not (tmp_path / "out").exists()

@@ -132,9 +132,10 @@ def test_an_engine_error_during_the_analysis_is_one_line(cardgame, package_cast,
 
 def test_ctrl_c_during_a_batch_stops_the_caption_thread_after_it(cardgame, package_cast, tiny_model, tmp_path,
                                                                   monkeypatch):
-    """Ctrl-C comes while the thread answers its second batch (of one window): that batch ends,
-    no other starts, the thread and the face workers are gone when annotate returns (here, in
-    this process; the command line's exit is the next test's)."""
+    """Ctrl-C comes after the thread's first batch (of one window), while the main thread cannot
+    run its handler for a second: no other batch is reported and at most one more starts, the
+    thread and the face workers are gone when annotate returns (here, in this process; the
+    command line's exit is the next test's)."""
     import dataclasses
     import os
 
@@ -159,13 +160,23 @@ def test_ctrl_c_during_a_batch_stops_the_caption_thread_after_it(cardgame, packa
     config = config.replace(engine=dataclasses.replace(config.engine, batch_size=1))
     captions: list[int] = []
     children: set[int] = set()
+    asked, busy = threading.Event(), threading.Event()
 
     def progress(step, done, total):
         children.update(pid for pid in descendants(os.getpid()) if workers({pid}))   # not the resource tracker
         if step == "captions":
             captions.append(done)
             if done == 1:
+                asked.set()
+                busy.wait(10)
                 os.kill(os.getpid(), signal.SIGINT)      # as a terminal's Ctrl-C
+        elif asked.is_set() and not busy.is_set():
+            # The main thread in a C call that the signal cannot interrupt (as while it starts a
+            # face worker, with the signal held): its handler runs a second later.
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            busy.set()
+            time.sleep(1.0)
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     with pytest.raises(KeyboardInterrupt):
         annotate(cardgame[0], package_cast, config, progress)
     assert not running                                    # the batch under way ended before annotate returned

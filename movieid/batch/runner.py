@@ -32,7 +32,7 @@ from .. import __version__
 from ..annotation import document
 from ..cast import folder_digest
 from ..config import Config
-from ..errors import MovieIdError, missing_dependency
+from ..errors import MovieIdError, first_line, internal_error, missing_dependency
 from ..face_stage import FaceAnalyzer
 from ..faces import load_backend
 from ..files import fingerprint
@@ -40,6 +40,7 @@ from ..engines import load_engine
 from ..pipeline import FilmAnalysis, analyse, caption, cast_for
 from ..progress import Progress, report
 from ..records import FilmAnnotation
+from ..stop_signals import STOP_SIGNALS
 from ..video import probe
 from ..workers import WorkerPool, result
 from ..writers import remove_stale_temp_files, write_annotation
@@ -88,8 +89,7 @@ class Summary:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, MovieIdError):
         return str(exc)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"internal error: {type(exc).__name__}: {text}"
+    return internal_error(exc)
 
 
 class FilmWorker:
@@ -187,7 +187,7 @@ class _RaySession:
                 ray.init(address=None if address == "local" else address, include_dashboard=False,
                          log_to_driver=False, configure_logging=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise MovieIdError(f"cannot reach a Ray cluster at {address!r} ({str(exc).splitlines()[0]})") \
+                raise MovieIdError(f"cannot reach a Ray cluster at {address!r} ({first_line(exc)})") \
                     from None
 
     def close(self) -> None:
@@ -359,7 +359,7 @@ def run_batch(source: Path, out: Path, cast: Path | None, options: BatchOptions,
 def _mark_interrupted(journal: Journal) -> None:
     """The films in flight become ``interrupted``, not left ``running``; a second Ctrl-C or
     SIGTERM waits until this is written (it is delivered right after)."""
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         journal.interrupt_running()
     except MovieIdError as exc:

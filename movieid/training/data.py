@@ -28,7 +28,7 @@ import yaml
 from PIL import Image
 from tqdm import tqdm
 
-from ..errors import MovieIdError
+from ..errors import MovieIdError, first_line
 from ..models.errors import InputError
 from ..models.ida_vlm.images import preprocess
 from ..models.ida_vlm import MAX_IMAGES
@@ -82,7 +82,7 @@ def read_stage(path: Path, data_root: Path | None = None) -> list[Source]:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise MovieIdError(f"cannot read stage config: {str(error).splitlines()[0]}", path) from error
+        raise MovieIdError(f"cannot read stage config: {first_line(error)}", path) from error
     entries = raw.get("sources") if isinstance(raw, dict) else None
     if not isinstance(entries, list) or not entries:
         raise MovieIdError("a stage config needs a non-empty list 'sources' of {path, weight, data_root}", path)

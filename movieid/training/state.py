@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import MovieIdError
+from ..errors import MovieIdError, first_line
 from .distributed import Processes, barrier
 
 STATE = "state"
@@ -68,7 +68,7 @@ def load(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, schedu
     try:
         dcp.load(state, checkpoint_id=path)
     except Exception as error:  # a state from other settings or a damaged folder
-        raise MovieIdError(f"cannot resume from this state: {str(error).splitlines()[0]}", path) from error
+        raise MovieIdError(f"cannot resume from this state: {first_line(error)}", path) from error
     set_state_dict(module, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
                    options=StateDictOptions(ignore_frozen_params=True, strict=False))
     scheduler.load_state_dict(meta["scheduler"])

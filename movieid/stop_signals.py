@@ -78,7 +78,7 @@ class StopSignals:
             while self._socket is not None:
                 try:
                     data = self._socket.recv(256)
-                except (BlockingIOError, InterruptedError):
+                except OSError:   # nothing more to read (or closed meanwhile)
                     return
                 if not data:
                     return

@@ -11,7 +11,7 @@ from .conftest import REPO
 LAYERS = [
     ["movieid.models"],                                              # model code: usable on its own
     ["movieid", "movieid.errors", "movieid.records"],                # the version; records that flow between stages
-    ["movieid.config", "movieid.files", "movieid.progress"],
+    ["movieid.config", "movieid.files", "movieid.progress", "movieid.stop_signals"],
     ["movieid.video", "movieid.faces", "movieid.workers"],
     ["movieid.shots", "movieid.keyframes", "movieid.cast", "movieid.speech", "movieid.subtitles"],
     ["movieid.scan", "movieid.tracks"],                              # the decoding pass; faces into tracks

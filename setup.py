@@ -59,6 +59,6 @@ setup(
     install_requires=CORE,
     extras_require={"vlm": VLM, "hf": HF, "train": TRAIN, "ray": RAY, "ad": AD, "test": TEST,
                     "all": [*TRAIN, *HF, *RAY, *AD]},
-    entry_points={"console_scripts": ["movieid=movieid.cli.main:main"]},
+    entry_points={"console_scripts": ["movieid=movieid.__main__:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Multimedia :: Video"],
 )

@@ -195,3 +195,33 @@ def test_a_bug_is_one_line_and_its_traceback_shows_only_under_verbose(tmp_path, 
     verbose = subprocess.run([*run, "-v"], capture_output=True, text=True, timeout=120)
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr and "internal error" in verbose.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("sig, line, code", [("SIGINT", "movieid: interrupted", 130),
+                                             ("SIGTERM", "movieid: terminated", 143),
+                                             ("SIGINT ignored", None, 0)],
+                         ids=["ctrl-c", "sigterm", "ignored"])
+def test_a_signal_while_the_command_line_is_still_imported(sig, line, code):
+    """The signal comes as Python imports click (as a Ctrl-C right after Enter on a cold start):
+    one line and the usual exit code, no traceback; an ignored one stays ignored."""
+    import sys
+
+    name = sig.split()[0]
+    code_text = ("import builtins, os, signal, sys\n"
+                 + ("signal.signal(signal.SIGINT, signal.SIG_IGN)\n" if "ignored" in sig else "")
+                 + "real = builtins.__import__\n"
+                 "def hooked(name, *args, **kwargs):\n"
+                 "    if name == 'click':\n"
+                 f"        os.kill(os.getpid(), signal.{name})\n"
+                 "    return real(name, *args, **kwargs)\n"
+                 "builtins.__import__ = hooked\n"
+                 "sys.argv = ['movieid', '--version']\n"
+                 "from movieid.__main__ import main\n"
+                 "main()\n")
+    proc = subprocess.run([sys.executable, "-c", code_text], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    if line is None:
+        assert "movieid" in proc.stdout and not proc.stderr
+    else:
+        assert proc.stderr == line + "\n" and not proc.stdout

@@ -14,6 +14,7 @@ import click
 
 from movieid import __version__
 from movieid.errors import InputError, internal_error
+from movieid.stop_signals import EXIT_LINES, Terminated, raise_stop
 
 from .annotate import annotate, shots
 from .batch import batch, batch_status
@@ -23,10 +24,6 @@ from .evaluate import evaluate
 from .models import models
 from .report import report
 from .train import train
-
-
-class Terminated(Exception):
-    """SIGTERM arrived: stop like Ctrl-C, with its own exit code."""
 
 
 def _terminate(signum, frame):
@@ -48,23 +45,35 @@ class OneLineErrors(click.Group):
             where = exc.ctx.command_path if exc.ctx else "movieid"
             click.echo(f"{where}: error: {exc.format_message()} (see --help)", err=True)
             sys.exit(2)
-        except (click.Abort, KeyboardInterrupt):
-            _quietly_exit("movieid: interrupted", 130)
-        except Terminated:
-            _quietly_exit("movieid: terminated", 143)
+        except click.Abort:   # click's own Ctrl-C, at a prompt
+            _quietly_exit(*EXIT_LINES[signal.SIGINT])
+        except (KeyboardInterrupt, Terminated) as exc:
+            _exit_if_stopped(exc)
         except InputError as exc:   # MovieIdError and the models' own errors
+            _exit_if_stopped(exc)
             click.echo(f"movieid: error: {exc}", err=True)
             sys.exit(1)
         except click.ClickException as exc:
             click.echo(f"movieid: error: {exc.format_message()}", err=True)
             sys.exit(exc.exit_code)
         except Exception as exc:  # a bug: keep it to one line unless asked for details
+            _exit_if_stopped(exc)
             if verbose:
                 traceback.print_exc()
             click.echo(f"movieid: {internal_error(exc)} (run with -v for the traceback)", err=True)
             sys.exit(1)
         finally:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_if_stopped(exc: BaseException) -> None:
+    """An error with a Ctrl-C or SIGTERM behind it (see ``raise_stop``) ends as they do."""
+    try:
+        raise_stop(exc)
+    except KeyboardInterrupt:
+        _quietly_exit(*EXIT_LINES[signal.SIGINT])
+    except Terminated:
+        _quietly_exit(*EXIT_LINES[signal.SIGTERM])
 
 
 def _quietly_exit(line: str, code: int) -> None:

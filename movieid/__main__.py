@@ -9,19 +9,19 @@ would need stopping). A signal the caller ignores (``nohup``, a background job) 
 import os
 import signal
 
-_EARLY = {signal.SIGINT: (b"movieid: interrupted\n", 130), signal.SIGTERM: (b"movieid: terminated\n", 143)}
+from movieid.stop_signals import EXIT_LINES
 
 
 def _stop_early(signum, frame):
-    for other in _EARLY:
+    for other in EXIT_LINES:
         signal.signal(other, signal.SIG_IGN)
-    line, code = _EARLY[signum]
-    os.write(2, line)
+    line, code = EXIT_LINES[signum]
+    os.write(2, line.encode() + b"\n")
     os._exit(code)
 
 
 def main() -> None:
-    previous = {s: signal.signal(s, _stop_early) for s in _EARLY if signal.getsignal(s) is not signal.SIG_IGN}
+    previous = {s: signal.signal(s, _stop_early) for s in EXIT_LINES if signal.getsignal(s) is not signal.SIG_IGN}
     from movieid.cli.main import main as run
     for signum, handler in previous.items():
         signal.signal(signum, signal.SIG_DFL if handler is None else handler)   # None: set outside Python

@@ -20,9 +20,29 @@ import threading
 from typing import Callable
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# How the command line ends on each: its one line on stderr, and 128 + the signal's number.
+EXIT_LINES = {signal.SIGINT: ("movieid: interrupted", 130), signal.SIGTERM: ("movieid: terminated", 143)}
 # The longest a thread waits for the main thread to handle a signal that came; past it (the
 # handler replaced by one that never returns control here), it goes on.
 HANDLER_WAIT_S = 10.0
+
+
+class Terminated(BaseException):
+    """SIGTERM, as the command line's handler raises it. Like ``KeyboardInterrupt`` it is no
+    ``Exception``: no ``except Exception`` (a film's failure, a decoder's error) can take it."""
+
+
+def raise_stop(error: BaseException) -> None:
+    """Raise the Ctrl-C or SIGTERM behind ``error``, if one is: one that comes while a C
+    extension is imported becomes its ``ImportError("initialization failed")``, with the stop
+    as the cause; one during another error's handling is its context."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, (KeyboardInterrupt, Terminated)):
+            raise cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
 
 
 class StopSignals:

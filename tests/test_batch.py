@@ -206,6 +206,44 @@ def test_killing_the_batch_loses_only_the_film_in_flight(archive, tmp_path, pack
     assert not list(out.rglob("*.tmp"))
 
 
+def _terminated():
+    from movieid.stop_signals import Terminated
+    raise Terminated()                     # as the command line's SIGTERM handler raises it
+
+
+def _terminated_in_an_import():
+    try:
+        _terminated()
+    except BaseException as stop:          # as a C extension being imported turns it into an ImportError
+        raise ImportError("initialization failed") from stop
+
+
+@pytest.mark.parametrize("stop", [_terminated, _terminated_in_an_import], ids=["sigterm", "sigterm-in-an-import"])
+def test_sigterm_during_a_film_stops_the_batch_and_is_not_the_films_failure(archive, tmp_path, package_cast,
+                                                                           monkeypatch, stop):
+    from movieid.batch import runner
+    from movieid.stop_signals import Terminated
+
+    calls = []
+    analyse = runner.analyse
+
+    def analysed_until_stopped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            stop()
+        return analyse(*args, **kwargs)
+    monkeypatch.setattr(runner, "analyse", analysed_until_stopped)
+    out = tmp_path / "out"
+    with pytest.raises(Terminated):
+        run_batch(archive, out, package_cast, options(tmp_path))
+    with sqlite3.connect(out / ".movieid-batch.sqlite") as db:
+        states = sorted(state for (state,) in db.execute("SELECT state FROM films"))
+    assert "failed" not in states and "interrupted" in states, states
+    monkeypatch.setattr(runner, "analyse", analyse)
+    resumed = run_batch(archive, out, package_cast, options(tmp_path))
+    assert resumed.ok and resumed.failed == 0
+
+
 def test_batch_status_and_ray_without_ray(archive, tmp_path, package_cast):
     cast_dir = package_cast
     out = tmp_path / "out"

@@ -185,7 +185,7 @@ def test_a_bug_is_one_line_and_its_traceback_shows_only_under_verbose(tmp_path, 
     code = ("import movieid.video as video\n"
             f"def probe(*args, **kwargs): raise {error}\n"
             "video.probe = probe\n"
-            "from movieid.cli.main import main\n"
+            "from movieid.__main__ import main\n"
             "main()")
     run = [sys.executable, "-c", code, "annotate", str(film), "-o", str(tmp_path / "out")]
     proc = subprocess.run(run, capture_output=True, text=True, timeout=120)
@@ -225,3 +225,27 @@ def test_a_signal_while_the_command_line_is_still_imported(sig, line, code):
         assert "movieid" in proc.stdout and not proc.stderr
     else:
         assert proc.stderr == line + "\n" and not proc.stdout
+
+
+@pytest.mark.parametrize("stop, line, code", [("KeyboardInterrupt()", "movieid: interrupted", 130),
+                                              ("__import__('movieid.stop_signals').stop_signals.Terminated()",
+                                               "movieid: terminated", 143)], ids=["ctrl-c", "sigterm"])
+def test_an_error_that_a_signal_caused_ends_as_the_signal(tmp_path, stop, line, code):
+    """A Ctrl-C or SIGTERM while a C extension is imported reaches the command line as that
+    extension's ImportError, with the stop as its cause: it still ends as the stop."""
+    import sys
+
+    film = tmp_path / "film.mp4"
+    film.write_bytes(b"\0" * 64)
+    code_text = ("import movieid.video as video\n"
+                 "def probe(*args, **kwargs):\n"
+                 "    try:\n"
+                 f"        raise {stop}\n"
+                 "    except BaseException as cause:\n"
+                 "        raise ImportError('initialization failed') from cause\n"
+                 "video.probe = probe\n"
+                 "from movieid.__main__ import main\n"
+                 "main()")
+    proc = subprocess.run([sys.executable, "-c", code_text, "annotate", str(film), "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == code and proc.stderr == line + "\n", proc.stderr

@@ -40,7 +40,7 @@ from ..engines import load_engine
 from ..pipeline import FilmAnalysis, analyse, caption, cast_for
 from ..progress import Progress, report
 from ..records import FilmAnnotation
-from ..stop_signals import STOP_SIGNALS
+from ..stop_signals import STOP_SIGNALS, raise_stop
 from ..video import probe
 from ..workers import WorkerPool, result
 from ..writers import remove_stale_temp_files, write_annotation
@@ -87,6 +87,9 @@ class Summary:
 # ----------------------------------------------------------------------------- workers
 
 def _reason(exc: BaseException) -> str:
+    """Why a film failed, in one line; a Ctrl-C or SIGTERM behind the error is raised instead
+    (it stops the batch, it is not the film's failure)."""
+    raise_stop(exc)
     if isinstance(exc, MovieIdError):
         return str(exc)
     return internal_error(exc)

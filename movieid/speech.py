@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import MovieIdError
 from .progress import Progress, report
-from .video import _last_line
+from .video import _last_line, media_url
 
 SAMPLE_RATE = 16000
 FRAME = 512                  # samples per model step at 16 kHz (32 ms)
@@ -69,7 +69,7 @@ def model_version() -> str:
 def has_audio(film: str | Path) -> bool:
     """Whether the file has an audio stream."""
     cmd = ["ffprobe", "-v", "error", "-select_streams", "a", "-show_entries", "stream=index", "-of", "json",
-           str(film)]
+           media_url(film)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
@@ -84,7 +84,7 @@ def has_audio(film: str | Path) -> bool:
 def audio_blocks(film: str | Path, block_samples: int = READ_FRAMES * FRAME) -> Iterator[np.ndarray]:
     """The first audio track as float32 16 kHz mono, in blocks; sample 0 is the container's time 0
     (a late-starting audio track is padded with silence, as players do)."""
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(film), "-map", "0:a:0", "-vn", "-ac", "1",
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", media_url(film), "-map", "0:a:0", "-vn", "-ac", "1",
            "-af", f"aresample={SAMPLE_RATE}:async=1:first_pts=0", "-f", "s16le", "-acodec", "pcm_s16le", "pipe:1"]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

@@ -42,8 +42,15 @@ STILL_IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe
                        "qoi_pipe", "dpx_pipe", "exr_pipe", "psd_pipe", "pam_pipe", "pbm_pipe"}
 
 
+def media_url(path: str | Path) -> str:
+    """How a file is named to FFmpeg and decord: FFmpeg would read ``cache:a.mp4`` through its
+    cache protocol (another file) and ``-a.mp4`` as an option, so always its ``file:`` protocol
+    and an absolute path."""
+    return "file:" + str(Path(path).absolute())
+
+
 def _run_ffprobe(path: Path, args: list[str]) -> str:
-    cmd = ["ffprobe", "-v", "error", *args, str(path)]
+    cmd = ["ffprobe", "-v", "error", *args, media_url(path)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S,
                               stdin=subprocess.DEVNULL)
@@ -74,12 +81,14 @@ def has_video_stream(path: Path) -> bool | None:
 
 def _last_line(text: str, path: Path | None = None) -> str:
     """The last message FFmpeg printed, without the path it prefixes."""
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    lines = [line.strip() for line in (text or "").splitlines()
+             if line.strip() and not line.strip().startswith("Last message repeated")]
     if not lines:
         return ""
     line = lines[-1]
-    if path is not None and line.startswith(f"{path}: "):
-        line = line[len(f"{path}: "):]
+    for name in ([] if path is None else [media_url(path), str(path)]):
+        if line.startswith(f"{name}: "):
+            return line[len(f"{name}: "):]
     return line
 
 
@@ -244,7 +253,7 @@ def _open_decord(path: Path, width: int = -1, height: int = -1, threads: int = 0
     decord.logging.set_level(decord.logging.QUIET)
     try:
         with _quiet_stderr():
-            return decord.VideoReader(str(path), width=width, height=height, num_threads=threads)
+            return decord.VideoReader(media_url(path), width=width, height=height, num_threads=threads)
     except Exception as exc:
         raise _DecordOpenError(_short(exc)) from None
 
@@ -430,7 +439,7 @@ class _FfmpegSource:
         import ffmpeg
 
         self.close()
-        video = ffmpeg.input(str(self.film.path)).video
+        video = ffmpeg.input(media_url(self.film.path)).video
         out_args = {"format": "rawvideo", "fps_mode": "passthrough"}
         pass_fds: tuple[int, ...] = ()
         if self.large_size is None:

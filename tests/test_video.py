@@ -173,3 +173,18 @@ def test_frames_hidden_by_an_edit_list_are_not_counted(films):
         assert sum(1 for _ in reader.stream()) == film.frame_count
     for frame, index in zip(frames, [0, 10, film.frame_count - 1]):
         assert np.abs(frame.astype(int) - reference[index]).mean() < 1.0
+
+
+@pytest.mark.parametrize("name", ["cache:film.mp4", "-film.mp4", "subfile,,start,0,end,10,,:film.mp4"])
+def test_a_name_ffmpeg_would_read_as_a_protocol_or_an_option_is_that_file(tmp_path, monkeypatch, name):
+    """``cache:film.mp4`` names a file of its own, not film.mp4 through FFmpeg's cache protocol."""
+    lavfi_film(tmp_path / "film.mp4", duration=2.0)
+    odd = tmp_path / name
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "color=c=red:size=160x120:rate=25:d=0.6",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", f"file:{odd}"], check=True)
+    monkeypatch.chdir(tmp_path)
+    film = probe(name)
+    assert film.frame_count == 15 and (film.width, film.height) == (160, 120)
+    assert film.size_bytes == odd.stat().st_size
+    with FrameReader(film) as reader:
+        assert reader.read([14])[0].mean(axis=(0, 1))[0] > 200      # red, not the test pattern

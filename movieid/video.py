@@ -151,7 +151,7 @@ def probe(path: str | Path) -> Film:
     reader_kind, timestamps = _frame_timestamps(path, container, stream)
     if len(timestamps) == 0:
         raise MovieIdError("video stream has no frames", path)
-    _check_complete(path, stream, fmt, timestamps)
+    _check_complete(path, stream, fmt, info.get("streams") or [], timestamps)
     # decord reports float32 seconds; 0.1 ms steps are finer than any frame rate needs.
     timestamps = np.round(timestamps + start_offset, 4)
     deltas = np.diff(timestamps)
@@ -214,15 +214,38 @@ def _short(exc: BaseException) -> str:
     return text[:160] or type(exc).__name__
 
 
-def _check_complete(path: Path, stream: dict, fmt: dict, timestamps: np.ndarray) -> None:
-    """A file whose frames stop well before its header says is truncated."""
-    declared = float(stream.get("duration") or fmt.get("duration") or 0.0)
-    if declared <= 0 or len(timestamps) == 0:
+def _check_complete(path: Path, stream: dict, fmt: dict, streams: list, timestamps: np.ndarray) -> None:
+    """A file whose frames stop well before its header says is truncated.
+
+    Times here are the container's. The video stream's own duration counts from its start
+    (MP4); Matroska's per-stream ``DURATION`` tag is where the stream ends. Only a file with no
+    other stream falls back to the container's duration (that of a longer audio track, else).
+    """
+    stream_start = float(stream.get("start_time") or fmt.get("start_time") or 0.0)
+    if stream.get("duration"):
+        declared = stream_start + float(stream["duration"])
+    elif _tag_seconds(stream, "DURATION") is not None:
+        declared = _tag_seconds(stream, "DURATION")
+    elif len(streams) == 1 and fmt.get("duration"):
+        declared = float(fmt.get("start_time") or 0.0) + float(fmt["duration"])
+    else:
         return
-    covered = float(timestamps[-1] - timestamps[0])
-    if covered < declared - max(1.0, 0.05 * declared):
-        raise MovieIdError(f"video data is corrupt or truncated: the header says {declared:.1f} s "
-                           f"but frames stop at {covered:.1f} s", path)
+    if declared <= stream_start or len(timestamps) == 0:
+        return
+    ends = stream_start + float(timestamps[-1] - timestamps[0])
+    if ends < declared - max(1.0, 0.05 * (declared - stream_start)):
+        raise MovieIdError(f"video data is corrupt or truncated: the header says {declared - stream_start:.1f} s "
+                           f"but frames stop at {ends - stream_start:.1f} s", path)
+
+
+def _tag_seconds(stream: dict, name: str) -> float | None:
+    """A ``HH:MM:SS.fraction`` tag (Matroska's ``DURATION``) in seconds."""
+    text = str((stream.get("tags") or {}).get(name) or "")
+    try:
+        hours, minutes, seconds = text.split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
 
 
 def _ffprobe_frame_times(path: Path, stream: dict) -> np.ndarray:

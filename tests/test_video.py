@@ -188,3 +188,28 @@ def test_a_name_ffmpeg_would_read_as_a_protocol_or_an_option_is_that_file(tmp_pa
     assert film.size_bytes == odd.stat().st_size
     with FrameReader(film) as reader:
         assert reader.read([14])[0].mean(axis=(0, 1))[0] > 200      # red, not the test pattern
+
+
+@pytest.mark.parametrize("container", ["mkv", "webm"])
+def test_matroska_with_a_longer_audio_track_or_a_late_video_is_complete(films, tmp_path, container):
+    """Matroska has no stream durations, only the container's (the longest stream's end) and a
+    DURATION tag per stream: neither a longer audio track nor a late video is a truncation."""
+    video = lavfi_film(films / "four_s.mp4", "-c:v", "libx264", duration=4, size="160x120")
+    codec = ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-c:a", "libopus"] if container == "webm" else \
+        ["-c:v", "copy", "-c:a", "libvorbis"]
+    long_audio, late = tmp_path / f"long_audio.{container}", tmp_path / f"late.{container}"
+    ffmpeg = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
+    subprocess.run([*ffmpeg, "-i", str(video), "-f", "lavfi", "-i", "sine=d=7", "-map", "0:v", "-map", "1:a",
+                    *codec, str(long_audio)], check=True)
+    subprocess.run([*ffmpeg, "-f", "lavfi", "-i", "sine=d=7", "-itsoffset", "2", "-i", str(video), "-map", "0:a",
+                    "-map", "1:v", *codec, str(late)], check=True)
+    assert probe(long_audio).frame_count == 100
+    film = probe(late)
+    assert film.frame_count == 100 and abs(film.start_offset - 2.0) < 0.05
+    cut = tmp_path / f"cut.{container}"
+    cut.write_bytes(long_audio.read_bytes()[: long_audio.stat().st_size // 2])
+    with pytest.raises(MovieIdError, match="corrupt or truncated|cannot|not a video"):
+        film = probe(cut)
+        with FrameReader(film, max_side=64) as reader:
+            for _ in reader.stream():
+                pass

@@ -12,9 +12,9 @@ import traceback
 
 import click
 
-from movieid import __version__
+from movieid import EXIT_LINES, __version__
 from movieid.errors import InputError, internal_error
-from movieid.stop_signals import EXIT_LINES, Terminated, raise_stop
+from movieid.stop_signals import Terminated, raise_stop
 
 from .annotate import annotate, shots
 from .batch import batch, batch_status
@@ -28,6 +28,10 @@ from .train import train
 
 def _terminate(signum, frame):
     raise Terminated()
+
+
+class _Interrupted(BaseException):
+    """Ctrl-C, carried past click's own handler (which writes a blank line before any line of ours)."""
 
 
 class OneLineErrors(click.Group):
@@ -45,7 +49,7 @@ class OneLineErrors(click.Group):
             where = exc.ctx.command_path if exc.ctx else "movieid"
             click.echo(f"{where}: error: {exc.format_message()} (see --help)", err=True)
             sys.exit(2)
-        except click.Abort:   # click's own Ctrl-C, at a prompt
+        except (click.Abort, _Interrupted):   # click.Abort: Ctrl-C while click parses or prompts
             _quietly_exit(*EXIT_LINES[signal.SIGINT])
         except (KeyboardInterrupt, Terminated) as exc:
             _exit_if_stopped(exc)
@@ -65,6 +69,12 @@ class OneLineErrors(click.Group):
         finally:
             signal.signal(signal.SIGTERM, previous)
 
+    def invoke(self, ctx):  # noqa: D102
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise _Interrupted() from exc
+
 
 def _exit_if_stopped(exc: BaseException) -> None:
     """An error with a Ctrl-C or SIGTERM behind it (see ``raise_stop``) ends as they do."""
@@ -81,6 +91,8 @@ def _quietly_exit(line: str, code: int) -> None:
     (a second Ctrl-C while workers shut down)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if code == EXIT_LINES[signal.SIGINT][1] and sys.stderr.isatty():
+        click.echo(err=True)    # past the terminal's ^C
     click.echo(line, err=True)
     sys.exit(code)
 

@@ -9,7 +9,7 @@ would need stopping). A signal the caller ignores (``nohup``, a background job) 
 import os
 import signal
 
-from movieid.stop_signals import EXIT_LINES
+from movieid import EXIT_LINES
 
 
 def _stop_early(signum, frame):

@@ -20,8 +20,6 @@ import threading
 from typing import Callable
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-# How the command line ends on each: its one line on stderr, and 128 + the signal's number.
-EXIT_LINES = {signal.SIGINT: ("movieid: interrupted", 130), signal.SIGTERM: ("movieid: terminated", 143)}
 # The longest a thread waits for the main thread to handle a signal that came; past it (the
 # handler replaced by one that never returns control here), it goes on.
 HANDLER_WAIT_S = 10.0

@@ -82,7 +82,7 @@ def assert_clean(run: Run, code: int, *needles, out: Path | None = None) -> str:
     """Exit ``code``, one line on stderr holding ``needles``, no traceback, no process left,
     and (with ``out``) no output or temporary file in ``out``."""
     assert run.returncode == code, (run.returncode, run.stderr)
-    lines = run.stderr.strip().splitlines()
+    lines = run.stderr.rstrip("\n").split("\n")    # a blank line counts too
     assert len(lines) == 1, run.stderr
     assert "Traceback" not in run.stderr and "internal error" not in run.stderr, run.stderr
     for needle in needles:

@@ -152,7 +152,7 @@ def description_cues(doc: dict, style: TrackStyle = TrackStyle()):
         raise ValueError("the document has no audio description (annotate with --ad)")
     items = [(d["start"], d["end"], d["text"], f"ad-{s['index']}")
              for s in doc["shots"] if (d := s.get("description")) and d["text"]]
-    return layout(items, style)
+    return layout(items, style, until=doc["film"].get("duration"))
 
 
 def render_ad_vtt(doc: dict, style: TrackStyle = TrackStyle()) -> str:

@@ -106,30 +106,47 @@ def needed_duration(text: str, style: TrackStyle, reading_speed: float) -> float
                for c in split_text(text, style))
 
 
-def layout(items: Iterable[tuple[float, float, str, str | None]], style: TrackStyle = TrackStyle()) -> list[Cue]:
-    """Cues for (start, end, text, identifier) items in time order.
+def layout(items: Iterable[tuple[float, float, str, str | None]], style: TrackStyle = TrackStyle(),
+           until: float | None = None) -> list[Cue]:
+    """Cues for (start, end, text, identifier) items in time order, ending by ``until`` (the film's end).
 
     An item whose text needs several cues shares its time among them: each gets the
-    minimum duration (or an equal share of a shorter item), the rest goes by length.
+    minimum duration (or an equal share of a shorter item), the rest goes by length. A cue
+    shorter than ``min_duration`` is held into the next item's time, but only as far as leaves
+    that item ``min_duration`` of its own (all of it, if it is shorter): every item's first
+    cue starts before the item ends, and a run of flash cuts cannot push the track later and later.
+    Neighbouring items with the same text are one cue.
     """
+    kept = [(start, end, chunks, identifier) for start, end, text, identifier in items
+            if (chunks := split_text(text, style))]
+    merged: list[tuple[float, float, list[str], str | None]] = []
+    for start, end, chunks, identifier in kept:
+        if merged and merged[-1][2] == chunks and abs(start - merged[-1][1]) < 1e-3:
+            merged[-1] = (merged[-1][0], end, chunks, merged[-1][3])
+        else:
+            merged.append((start, end, chunks, identifier))
     cues: list[Cue] = []
     previous_end = float("-inf")
-    for start, end, text, identifier in items:
-        chunks = split_text(text, style)
-        if not chunks:
-            continue
-        span = max(0.0, end - start)
+    for k, (start, end, chunks, identifier) in enumerate(merged):
+        if k + 1 < len(merged):
+            next_start, next_end = merged[k + 1][:2]
+            limit = next_end - min(style.min_duration, max(0.0, next_end - next_start))
+        else:
+            limit = float("inf") if until is None else until
+        # The item's cues share [first, last]: from its start (or the previous cue's end) to its
+        # end, or as far past it as the cues' minimum durations need and the limit allows.
+        first = max(start, previous_end)
+        last = min(max(end, first + style.min_duration * len(chunks)), max(limit, end))
+        span = last - first
         base = min(style.min_duration, span / len(chunks))
         weights = [len(c) for c in chunks]
-        t = start
+        t = first
         for n, (chunk, weight) in enumerate(zip(chunks, weights)):
             length = base + (span - base * len(chunks)) * weight / sum(weights)
-            cue_start = max(t, previous_end)
-            cue_end = max(t + length, cue_start + style.min_duration)
             name = identifier if identifier is None or n == 0 else f"{identifier}-{n + 1}"
-            cues.append(Cue(round(cue_start, 3), round(cue_end, 3), chunk, name))
-            previous_end = cue_end
+            cues.append(Cue(round(t, 3), round(last if n == len(chunks) - 1 else t + length, 3), chunk, name))
             t += length
+        previous_end = last
     return cues
 
 
@@ -153,7 +170,8 @@ def compose_vtt(cues: Sequence[Cue]) -> str:
 
 def caption_cues(doc: dict, style: TrackStyle = TrackStyle()) -> list[Cue]:
     """The caption track of an annotation document: one caption per shot."""
-    return layout(((s["start"], s["end"], s["caption"], f"shot-{s['index']}") for s in doc["shots"]), style)
+    return layout(((s["start"], s["end"], s["caption"], f"shot-{s['index']}") for s in doc["shots"]), style,
+                  until=doc["film"].get("duration"))
 
 
 def render_srt(doc: dict, style: TrackStyle = TrackStyle()) -> str:

@@ -26,12 +26,16 @@ def vtt_seconds(stamp: str) -> float:
 
 
 def check_conventions(cues: list[tuple[float, float, str]], min_duration: float = 1.0) -> None:
+    """Lines of at most MAX_CHARS, at most MAX_LINES a cue, no overlaps; a cue shorter than
+    ``min_duration`` only where the track had no room for more: the next cue follows at once."""
     previous_end = 0.0
-    for start, end, text in cues:
+    for k, (start, end, text) in enumerate(cues):
         lines = text.split("\n")
         assert 1 <= len(lines) <= MAX_LINES, text
         assert all(0 < len(line) <= MAX_CHARS and line == line.strip() for line in lines), text
-        assert end - start >= min_duration - 1e-3, (start, end, text)
+        assert end > start, (start, end, text)
+        if end - start < min_duration - 1e-3:
+            assert k + 1 < len(cues) and abs(cues[k + 1][0] - end) < 1e-3, (start, end, text)
         assert start >= previous_end - 1e-3, (previous_end, start, text)
         previous_end = end
 

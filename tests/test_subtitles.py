@@ -9,7 +9,7 @@ import pytest
 from movieid.subtitles import TrackStyle, layout, render_srt, render_vtt, split_text
 from movieid.writers import check_outputs, output_paths, write_outputs
 
-from .subtitle_rules import check_conventions, check_word_boundaries, read_cues, vtt_seconds
+from .subtitle_rules import check_conventions, check_word_boundaries, read_cues, vtt_seconds, words_of
 
 # Captions of the kind IDA-VLM writes: one or two sentences, often longer than a subtitle.
 LONG_CAPTIONS = [
@@ -49,6 +49,19 @@ def test_minimum_duration_moves_later_cues_instead_of_overlapping():
     assert [(c.start, c.end) for c in longer] == [(0.0, 2.0), (2.0, 5.0)]
 
 
+def test_a_run_of_flash_cuts_keeps_the_track_on_its_shots():
+    """Twenty 0.2 s shots (a montage): each cue holds its own shot, not a second that pushes every
+    later cue further; the same caption on neighbouring shots is one cue; nothing runs past the
+    film's end."""
+    flashes = [(0.2 * k, 0.2 * (k + 1), "Ross" if k % 2 else "Rachel", f"shot-{k}") for k in range(20)]
+    cues = layout(flashes, TrackStyle(min_duration=1.0), until=4.0)
+    assert [(c.start, c.end) for c in cues] == [(round(a, 3), round(b, 3)) for a, b, _, _ in flashes]
+    same = layout([(0.2 * k, 0.2 * (k + 1), "No one on screen", f"shot-{k}") for k in range(20)], until=4.0)
+    assert [(c.start, c.end, c.identifier) for c in same] == [(0.0, 4.0, "shot-0")]
+    last = layout([(0.0, 3.0, "A long shot", None), (3.0, 3.3, "A flash at the very end", None)], until=3.3)
+    assert last[-1].end == 3.3
+
+
 def test_a_long_caption_shares_its_shot_in_consecutive_cues():
     cues = layout([(10.0, 16.0, LONG_CAPTIONS[1], "shot-4")])
     assert len(cues) == 2 and cues[0].start == 10.0 and cues[-1].end == pytest.approx(16.0)
@@ -72,8 +85,15 @@ def test_tracks_of_a_real_annotation_follow_the_conventions(sample_doc, tmp_path
         check_conventions(cues, style.min_duration)
         check_word_boundaries(cues, [s["caption"] for s in doc["shots"]])
         flash = next(s for s in doc["shots"] if s["end"] - s["start"] < 0.5)
-        assert any(start == pytest.approx(flash["start"], abs=1e-3) and end - start >= style.min_duration - 1e-3
-                   for start, end, _ in cues)
+        first = next(k for k, (start, _, _) in enumerate(cues) if start >= flash["start"] - 1e-3)
+        assert cues[first][0] == pytest.approx(flash["start"], abs=1e-3)        # its cues start with it ...
+        words, last = flash["caption"].split(), first
+        while words_of(cues[first:last + 1]) != words:
+            last += 1
+        after = doc["shots"][flash["index"] + 1]        # ... and are held as long as the next shot leaves room
+        assert cues[last][1] >= min(flash["start"] + style.min_duration, after["end"] - style.min_duration) - 1e-3
+        assert cues[last][1] > flash["end"]
+        assert cues[-1][1] <= doc["film"]["duration"] + 1e-3
 
 
 def test_renderers_agree_with_each_other(sample_doc):

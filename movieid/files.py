@@ -6,6 +6,7 @@ written or silently replace a file the user did not ask to replace.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -107,38 +108,59 @@ def _stage(path: Path, data: bytes) -> Path:
 
 
 def write_files(files: dict[Path, bytes], replace: bool) -> list[Path]:
-    """Write every file completely, then move them all into place together.
+    """Write every file completely, then move them all into place together: either all are
+    written or none (what they replaced comes back).
 
     Without ``replace`` a file that exists is never replaced, also one that appeared while
     the caller worked: each is linked into place (``link`` fails if the name exists, with no
     window between a check and the write) and on a clash the files already placed by this
-    call are removed again, so either all are written or none. Raises ``FileExistsError``
-    naming the clash, or ``OSError``.
+    call are removed again. With ``replace`` each file it replaces is first kept under a
+    temporary name (a hard link), and put back if a later file cannot be placed. Raises
+    ``FileExistsError`` naming the clash, or ``OSError``.
     """
     staged: dict[Path, Path] = {}
-    placed: list[Path] = []
+    kept: dict[Path, Path | None] = {}    # placed -> the file it replaced, kept aside (None: there was none)
     try:
         for path, data in files.items():
             staged[path] = _stage(path, data)
         for path, tmp in staged.items():
             if replace:
+                kept[path] = _keep_aside(path)
                 os.replace(tmp, path)
             else:
                 try:
                     os.link(tmp, path)
                 except FileExistsError:
                     raise FileExistsError(errno.EEXIST, "file exists", str(path)) from None
+                kept[path] = None
                 os.unlink(tmp)
-            placed.append(path)
-        return placed
+        return list(kept)
     except BaseException:
-        if not replace:
-            for path in placed:
+        for path, old in kept.items():
+            if old is None:
                 _unlink(path)
+            else:
+                with contextlib.suppress(OSError):   # the error that brought us here is the one to report
+                    os.replace(old, path)
+        kept.clear()
         raise
     finally:
-        for tmp in staged.values():
+        for tmp in [*staged.values(), *(old for old in kept.values() if old is not None)]:
             _unlink(tmp)
+
+
+def _keep_aside(path: Path) -> Path | None:
+    """A hard link to the file at ``path`` under a temporary name (None: no file there)."""
+    if not (path.is_file() or path.is_symlink()):
+        return None
+    for attempt in range(100):
+        aside = path.with_name(f".{path.name}.{os.getpid()}-{attempt}.old{TEMP_SUFFIX}")
+        try:
+            os.link(path, aside, follow_symlinks=False)
+            return aside
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "cannot keep the replaced file aside", str(path))
 
 
 def write_file(path: Path, data: bytes, replace: bool = True) -> Path:

@@ -105,7 +105,10 @@ def write_outputs(doc: dict, paths: dict[str, Path], overwrite: bool, style: Tra
     except FileExistsError as exc:
         raise MovieIdError("output exists (pass --overwrite to replace it)", exc.filename) from None
     except OSError as exc:
-        raise MovieIdError(f"cannot write output ({exc.strerror or exc})", next(iter(paths.values())).parent) from None
+        targets = {str(p) for p in paths.values()}
+        where = next((name for name in (exc.filename2, exc.filename) if name in targets),
+                     next(iter(paths.values())).parent)   # else a temporary file's: its folder
+        raise MovieIdError(f"cannot write output ({exc.strerror or exc})", where) from None
 
 
 def write_annotation(doc: dict, paths: dict[str, Path], outputs: OutputConfig, film: Path,

@@ -256,6 +256,21 @@ def test_an_output_that_appears_during_the_run_is_not_replaced(film, package_cas
     assert outputs(out) == [srt] and not temp_files(out)
 
 
+def test_an_output_that_cannot_be_placed_puts_back_what_overwrite_replaced(film, package_cast, tmp_path):
+    """--overwrite, and the JSON's name is taken by a folder: the new SRT and WebVTT, placed
+    first, are taken back and the earlier ones restored; the line names the JSON."""
+    out = tmp_path / "out"
+    args = ("annotate", film, "--cast", package_cast, "-o", out, "--face-backend", "dlib", "-q")
+    assert movieid(*args, tmp_path=tmp_path).returncode == 0
+    (out / "rachel.json").unlink()
+    (out / "rachel.json").mkdir()
+    before = {p.name: p.read_bytes() for p in outputs(out) if p.is_file()}
+    run = movieid(*args, "--overwrite", "--min-duration", "2.5", tmp_path=tmp_path)
+    assert_clean(run, 1, out / "rachel.json", "Is a directory")
+    assert {p.name: p.read_bytes() for p in outputs(out) if p.is_file()} == before and set(before) == {"rachel.srt", "rachel.vtt"}
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
 def test_runs_checking_one_output_folder_at_once_do_not_trip_each_other(tmp_path):
     """Two runs start together: each probes that the folder is writable; neither may see the other's probe."""
     from concurrent.futures import ThreadPoolExecutor

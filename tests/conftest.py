@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,11 @@ import pytest
 
 from movieid.filmmaker import FilmSpec, ShotSpec, make_film
 from sample_videos.build_sample import build_cast, crop, package_photo
+
+# A suite started in the background by a shell without job control (``cmd &`` in a script,
+# nohup) inherits Ctrl-C ignored, and so would every command line it starts: the Ctrl-C tests
+# would then test nothing. They are about a terminal's Ctrl-C, so it is handled here as there.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parent.parent
 FACES = (REPO / ".." / "shared" / "fixtures" / "faces").resolve()

@@ -222,10 +222,11 @@ def _check_complete(path: Path, stream: dict, fmt: dict, streams: list, timestam
     other stream falls back to the container's duration (that of a longer audio track, else).
     """
     stream_start = float(stream.get("start_time") or fmt.get("start_time") or 0.0)
+    tagged_end = _tag_seconds(stream, "DURATION")
     if stream.get("duration"):
         declared = stream_start + float(stream["duration"])
-    elif _tag_seconds(stream, "DURATION") is not None:
-        declared = _tag_seconds(stream, "DURATION")
+    elif tagged_end is not None:
+        declared = tagged_end
     elif len(streams) == 1 and fmt.get("duration"):
         declared = float(fmt.get("start_time") or 0.0) + float(fmt["duration"])
     else:

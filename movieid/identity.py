@@ -1,5 +1,8 @@
 """Who is who: the film's tracks grouped into people, and people named from the cast.
 
+0. **Tracks cut where their person changes** (``tracks.split_changes``: a dissolve from one
+   person into another in one place is linked frame by frame into one track), judged by the
+   faces' embeddings and by the cast.
 1. **People across the film.** Every track of every shot is clustered film-wide by average
    linkage on track embeddings, merging only while the two groups' average similarity
    reaches ``cluster_threshold`` (stricter than the backend's match threshold: an extra
@@ -26,6 +29,7 @@ import numpy as np
 
 from .config import IdentityConfig
 from .records import UNKNOWN_PREFIX, Appearance, Cast, ShotFaces, ShotPeople, unit
+from .tracks import split_changes
 
 
 def cluster_threshold_for(threshold: float) -> float:
@@ -130,6 +134,10 @@ def identify(shots: list[ShotFaces], cast: Cast, threshold: float,
     ``threshold``, ``cluster_threshold`` and ``confidence_margin`` are the backend's."""
     cluster_threshold = cluster_threshold_for(threshold) if cluster_threshold is None else cluster_threshold
     confidence_margin = confidence_margin_for(threshold) if confidence_margin is None else confidence_margin
+    shots = [ShotFaces(shot.shot, shot.keyframes,
+                       tuple(part for track in shot.tracks
+                             for part in split_changes(track, cast.track_similarities(track), threshold)))
+             for shot in shots]
     # Tracks in order of appearance: shot by shot, left to right.
     keys = [(s, k) for s, shot in enumerate(shots)
             for k in sorted(range(len(shot.tracks)), key=lambda k: shot.tracks[k].center_x)]

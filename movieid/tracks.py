@@ -7,6 +7,10 @@ likely the same person turned or blurred); one near where the track was last see
 less so; a face far from it (another side of the frame) only by embedding, as strictly as a
 name, so that a person leaving at one edge is not continued by another entering at the other.
 Two faces of one frame never join one track.
+
+Linking face by face lets a track drift: through a dissolve, each frame is like the one before
+while the last is another person. ``split_changes`` cuts a linked track where the cast says its
+person changes.
 """
 from __future__ import annotations
 
@@ -59,3 +63,33 @@ def link(faces: list[Face], threshold: float) -> tuple[Track, ...]:
         tracks.extend([face] for j, face in enumerate(here) if j not in used_faces)
         previous = frame
     return tuple(Track(tuple(track)) for track in tracks)
+
+
+def split_changes(track: Track, member_similarities: np.ndarray, threshold: float) -> tuple[Track, ...]:
+    """``track`` cut where the cast says its person changes, in order (itself if nowhere): at the
+    cut where the faces before and after are least alike, among the cuts where they are not alike
+    at ``threshold`` and each side on its own is another member's (``member_similarities``
+    [faces, members]: each side's closest member by mean similarity reaches the threshold, and the
+    two differ). The parts are cut again the same way. Faces only unlike the rest (turned,
+    blurred, or someone outside the cast) are left to the linker's judgement: on embeddings alone
+    a profile of the same person can be as far from the frontal face as another person is."""
+    embeddings = np.stack([f.embedding for f in track.faces])
+    cut = None
+    for k in range(1, len(track.faces)):
+        alike = float(unit(embeddings[:k].mean(axis=0)) @ unit(embeddings[k:].mean(axis=0)))
+        if (alike < threshold and _other_members(member_similarities[:k], member_similarities[k:], threshold)
+                and (cut is None or alike < cut[0])):
+            cut = (alike, k)
+    if cut is None:
+        return (track,)
+    k = cut[1]
+    return (split_changes(Track(track.faces[:k]), member_similarities[:k], threshold)
+            + split_changes(Track(track.faces[k:]), member_similarities[k:], threshold))
+
+
+def _other_members(before: np.ndarray, after: np.ndarray, threshold: float) -> bool:
+    """Whether each side's closest member (by mean similarity) reaches ``threshold`` and they differ."""
+    if before.shape[1] == 0:
+        return False
+    a, b = before.mean(axis=0), after.mean(axis=0)
+    return int(a.argmax()) != int(b.argmax()) and a.max() >= threshold and b.max() >= threshold

@@ -7,8 +7,8 @@ from movieid.engines.faces import NOBODY, describe
 from movieid.records import Appearance, Box, Face, Track
 
 
-def person(name=None, label=None, x=100.0):
-    track = Track((Face(0, 0.0, Box(x, 10, x + 50, 60), 1.0, np.ones(4) / 2),))
+def person(name=None, label=None, x=100.0, frames=(0,)):
+    track = Track(tuple(Face(f, f / 25, Box(x, 10, x + 50, 60), 1.0, np.ones(4) / 2) for f in frames))
     return Appearance(track, name, label, 0.95, (0.95,), np.zeros(0))
 
 
@@ -16,6 +16,16 @@ def test_two_cast_members_with_positions():
     c = describe([person("Joe Biden", x=700), person("Barack Obama", x=100)])
     assert c.text == "Barack Obama (left) and Joe Biden (right)"
     assert c.names == ("Barack Obama", "Joe Biden")
+
+
+def test_cast_members_seen_one_after_another_get_no_positions():
+    # a dissolve: Obama in the first frames, Biden (a little to his left) in the last
+    c = describe([person("Joe Biden", x=90, frames=(40,)), person("Barack Obama", x=100, frames=(10, 20))])
+    assert c.text == "Barack Obama and Joe Biden"
+    assert c.names == ("Barack Obama", "Joe Biden")
+    # two seen together, a third later: positions would claim more than was seen
+    c = describe([person("A", x=0, frames=(0, 10)), person("B", x=400, frames=(10,)), person("C", x=200, frames=(30,))])
+    assert c.text == "A, B and C"
 
 
 def test_cast_member_with_unknown_people():

@@ -139,3 +139,50 @@ def test_a_lookalike_stranger_is_not_named_when_the_member_is_in_the_film():
     assert names == ["Alice", "Unknown 1"]
     (alone,), _ = identify(shots[1:], cast, THRESHOLD)
     assert alone.people[0].name == "Alice"
+
+
+# Faces as alike as different people are in a face model's space: ALIKE[a] @ ALIKE[b] = 0.8.
+_q, _ = np.linalg.qr(np.random.default_rng(5).normal(size=(128, 6)))
+_common, *_own = _q.T
+ALIKE = {name: unit(2 * _common + own) for name, own in zip(("alice", "bob", "carol"), _own)}
+
+
+def photo_cast(*names):
+    members = tuple(CastMember(n.title(), (), (ReferencePhoto(None, "0" * 64, Box(0, 0, 1, 1), ALIKE[n]),))
+                    for n in names)
+    return Cast(None, members, "test", "key")
+
+
+def still(frame, embedding):
+    """A face in the same place in every frame (a static shot: each frame overlaps the last)."""
+    return Face(frame, frame / 25, Box(100, 50, 180, 130), 1.0, embedding)
+
+
+def blend(a, b, w):
+    return unit((1 - w) * ALIKE[a] + w * ALIKE[b])
+
+
+def test_a_dissolve_into_another_member_is_cut_where_the_person_changes():
+    # Alice, then a frame 90 % Bob in the same place: like Alice's track by the overlap bar
+    # (0.84), so linked into it; as a whole the track would be Alice's
+    faces = [still(0, ALIKE["alice"]), still(10, ALIKE["alice"]), still(20, blend("alice", "bob", 0.9))]
+    (track,) = link(faces, THRESHOLD)
+    shot = ShotFaces(Shot(0, 0, 30, 0.0, 1.2, 0), tuple(Keyframe(f, f / 25) for f in (0, 10, 20)), (track,))
+    people = people_of(shot, photo_cast("alice", "bob"))
+    assert [(p.name, sorted(p.track.frames)) for p in people] == [("Alice", [0, 10]), ("Bob", [20])]
+
+
+def test_a_face_that_only_dips_keeps_its_track_and_name():
+    # Alice turned away in the last frame: 0.85 to her, nobody else's (0.68 to Bob)
+    turned = unit(2 * _common + _own[0] + 1.39 * _own[4])
+    assert 0.84 < float(turned @ ALIKE["alice"]) < 0.86 and float(turned @ ALIKE["bob"]) < 0.7
+    faces = [still(0, ALIKE["alice"]), still(10, ALIKE["alice"]), still(20, turned)]
+    shot = ShotFaces(Shot(0, 0, 30, 0.0, 1.2, 0), tuple(Keyframe(f, f / 25) for f in (0, 10, 20)),
+                     link(faces, THRESHOLD))
+    (person,) = people_of(shot, photo_cast("alice", "bob"))
+    assert person.name == "Alice" and len(person.track.faces) == 3
+    # nor is a track cut between two people by embeddings alone, without the cast's word
+    faces = [still(0, ALIKE["alice"]), still(10, ALIKE["alice"]), still(20, blend("alice", "bob", 0.9))]
+    shot = ShotFaces(shot.shot, shot.keyframes, link(faces, THRESHOLD))
+    assert len(people_of(shot, photo_cast("alice"))) == 1 and len(people_of(shot, photo_cast())) == 1
+

@@ -2,10 +2,13 @@
 
 "Barack Obama (left) and Joe Biden (right)", "Rose Leslie with one unknown person
 (Unknown 1)", "No one recognisable on screen." Only cast names and Unknown labels are
-ever used. Where several cast members share the screen they are named left to right.
+ever used. Cast members who share the screen are named left to right; when they are seen one
+after another instead (a dissolve, one leaving as another enters), in order of appearance and
+with no position, since where one stood says nothing about the other.
 """
 from __future__ import annotations
 
+from itertools import combinations
 from typing import Sequence
 
 from ..records import Appearance, Caption, ShotPeople
@@ -23,14 +26,22 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def _frames(people: Sequence[Appearance], name: str) -> set[int]:
+    return set().union(*(p.track.frames for p in people if p.name == name))
+
+
 def describe(people: Sequence[Appearance]) -> Caption:
     ordered = sorted(people, key=lambda p: p.track.center_x)
     named = list(dict.fromkeys(p.name for p in ordered if p.name))
     unknown = list(dict.fromkeys(p.display_name for p in ordered if not p.name))
     if not named and not unknown:
         return Caption(NOBODY, ())
+    together = all(_frames(people, a) & _frames(people, b) for a, b in combinations(named, 2))
     if named:
-        if len(named) == 2:
+        if not together:
+            named.sort(key=lambda name: min(_frames(people, name)))
+            text = _join(named)
+        elif len(named) == 2:
             text = f"{named[0]} (left) and {named[1]} (right)"
         else:
             text = _join(named) + (" (left to right)" if len(named) > 2 else "")

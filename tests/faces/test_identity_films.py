@@ -152,3 +152,27 @@ def test_a_cast_member_in_several_lights_keeps_one_name(films, faces_dir, cast_d
     obama = {p["cluster"] for shot in doc["shots"] for p in shot["people"] if p["name"] == "Barack Obama"}
     assert len(obama) == 1                    # one film-wide person, not one per light
     assert_nobody_twice_in_a_frame(doc)
+
+
+def build_dissolve_film(films: Path, faces_dir: Path) -> Path:
+    """Obama for 1 s, a 1 s cross-fade into Biden (his face where Obama's was), Biden for 3 s."""
+    import subprocess
+
+    probes, out = faces_dir / "probes", films / "dissolve.mp4"
+    fit = "scale=640:360:force_original_aspect_ratio=decrease,pad=640:360:(ow-iw)/2:(oh-ih)/2,setsar=1,fps=25,format=yuv420p"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-loop", "1", "-t", "4", "-i", probes / "obama1.jpg",
+                    "-loop", "1", "-t", "4", "-i", probes / "biden2.jpg", "-filter_complex",
+                    f"[0]{fit}[a];[1]{fit}[b];[a][b]xfade=transition=fade:duration=1:offset=1",
+                    "-c:v", "libx264", "-crf", "20", out], check=True)
+    return out
+
+
+def test_a_dissolve_does_not_give_one_persons_name_to_the_next(films, faces_dir, cast_dir, tmp_path):
+    doc = document(annotate(build_dissolve_film(films, faces_dir), cast_dir, config(tmp_path)))
+    faces = [(face["time"], face["name"]) for shot in doc["shots"] for face in shot["faces"]]
+    assert any(1.6 <= t < 2.0 for t, _ in faces), faces      # a frame deep in the fade is analysed
+    assert all(name == "Barack Obama" for t, name in faces if t <= 1.2), faces
+    assert all(name == "Joe Biden" for t, name in faces if t >= 1.6), faces   # 60 % Biden or more
+    for shot in doc["shots"]:
+        if len(shot["names"]) > 1:           # both, one after the other: no positions claimed
+            assert shot["caption"] == "Barack Obama and Joe Biden", shot["caption"]

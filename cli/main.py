@@ -16,7 +16,7 @@ import traceback
 import click
 
 from movieid import EXIT_LINES, __version__
-from movieid.errors import InputError, internal_error
+from movieid.errors import InputError, internal_error, printable
 from movieid.stop_signals import Terminated, raise_stop
 
 from .annotate import annotate, shots
@@ -87,7 +87,7 @@ class OneLineErrors(click.Group):
             sys.exit(exc.exit_code)
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx else "movieid"
-            click.echo(f"{where}: error: {exc.format_message()} (see --help)", err=True)
+            _error_line(f"{where}: error: {exc.format_message()} (see --help)")
             sys.exit(2)
         except (click.Abort, _Interrupted):   # click.Abort: Ctrl-C while click parses or prompts
             _quietly_exit(*EXIT_LINES[signal.SIGINT])
@@ -97,20 +97,20 @@ class OneLineErrors(click.Group):
             _discard_stdout(stdout)
             if exc.errno == errno.EPIPE:    # the reader has all it wanted (| head)
                 sys.exit(EXIT_BROKEN_PIPE)
-            click.echo(f"movieid: cannot write to standard output: {exc.strerror}", err=True)
+            _error_line(f"movieid: cannot write to standard output: {exc.strerror}")
             sys.exit(1)
         except InputError as exc:   # MovieIdError and the models' own errors
             _exit_if_stopped(exc)
-            click.echo(f"movieid: error: {exc}", err=True)
+            _error_line(f"movieid: error: {exc}")
             sys.exit(1)
         except click.ClickException as exc:
-            click.echo(f"movieid: error: {exc.format_message()}", err=True)
+            _error_line(f"movieid: error: {exc.format_message()}")
             sys.exit(exc.exit_code)
         except Exception as exc:  # a bug: keep it to one line unless asked for details
             _exit_if_stopped(exc)
             if verbose:
                 traceback.print_exc()
-            click.echo(f"movieid: {internal_error(exc)} (run with -v for the traceback)", err=True)
+            _error_line(f"movieid: {internal_error(exc)} (run with -v for the traceback)")
             sys.exit(1)
         finally:
             sys.stdout = stdout
@@ -121,6 +121,12 @@ class OneLineErrors(click.Group):
             return super().invoke(ctx)
         except KeyboardInterrupt as exc:
             raise _Interrupted() from exc
+
+
+def _error_line(line: str) -> None:
+    """A failure's one line on stderr. ``MovieIdError`` escapes the control characters of the
+    paths it names; click's usage errors and the models' errors are made elsewhere, so here too."""
+    click.echo(printable(line), err=True)
 
 
 def _discard_stdout(stdout) -> None:

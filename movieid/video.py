@@ -80,16 +80,14 @@ def has_video_stream(path: Path) -> bool | None:
 
 
 def _last_line(text: str, path: Path | None = None) -> str:
-    """The last message FFmpeg printed, without the path it prefixes."""
-    lines = [line.strip() for line in (text or "").splitlines()
-             if line.strip() and not line.strip().startswith("Last message repeated")]
-    if not lines:
-        return ""
-    line = lines[-1]
+    """The last message FFmpeg printed, without the path it prefixes (taken off before the text
+    is split into lines: a file name may hold a newline)."""
+    text = text or ""
     for name in ([] if path is None else [media_url(path), str(path)]):
-        if line.startswith(f"{name}: "):
-            return line[len(f"{name}: "):]
-    return line
+        text = re.sub(f"(?m)^{re.escape(name)}: ", "", text)
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.strip().startswith("Last message repeated")]
+    return lines[-1] if lines else ""
 
 
 def _ratio(text: str | None) -> Fraction | None:

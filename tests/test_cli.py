@@ -283,3 +283,35 @@ def test_a_closed_pipe_on_standard_output_ends_quietly(tiny_film):
         os.close(write)
     assert (proc.returncode, proc.stderr) == (141, "")
 
+
+def test_a_film_name_with_a_newline_stays_on_one_line(tiny_film, tmp_path):
+    bad = tmp_path / "bad\nname.mp4"
+    bad.write_text("quarterly report\n" * 50)
+    proc = run_cli("annotate", bad, "-o", tmp_path / "out")
+    assert proc.returncode == 1
+    assert proc.stderr == (f"movieid: error: {tmp_path}/bad\\nname.mp4: not a video file FFmpeg can read "
+                           "(Invalid data found when processing input)\n")
+    assert not (tmp_path / "out").exists()
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    bad.rename(archive / bad.name)
+    batch = run_cli("batch", archive, "-o", tmp_path / "batch", "--workers", "1", "--face-backend", "dlib")
+    reason = f"{archive}/bad\\nname.mp4: not a video file FFmpeg can read (Invalid data found when processing input)"
+    assert batch.returncode == 1 and batch.stderr == f"movieid: WARNING: {reason}\n"
+    assert f"\n  failed: bad\\nname.mp4: {reason}\n" in batch.stdout
+    listed = run_cli("batch-status", tmp_path / "batch")
+    [row] = listed.stdout.splitlines()
+    assert row.startswith("failed      bad\\nname.mp4 ") and row.endswith(f"s  {reason}"), row
+
+    good = tmp_path / "good\nname.mp4"
+    good.write_bytes(tiny_film.read_bytes())
+    proc = run_cli("annotate", good, "-o", tmp_path / "out", "--face-backend", "dlib", env=env_with_cache(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"good\nname.{f}" for f in ("json", "srt", "vtt")]
+    assert f"  wrote {tmp_path}/out/good\\nname.srt\n" in proc.stdout
+
+    folder = tmp_path / "odd\x1b[31mfolder"
+    folder.mkdir()
+    proc = run_cli("data", "from-annotations", tmp_path / "x.json", "--film", good, "-o", folder)
+    assert_one_line_error(proc, "odd\\x1b[31mfolder", code=2)   # click's own message, escaped too

@@ -34,6 +34,7 @@ def annotate(film, cast_dir, output, overwrite, verbose, quiet, **pipeline):
     """Write per-shot captions of FILM as SRT, WebVTT and JSON."""
     setup_logging(verbose, quiet)
     from movieid.annotation import document
+    from movieid.errors import printable
     from movieid.pipeline import annotate as annotate_film
     from movieid.video import probe
     from movieid.writers import check_outputs, output_paths, write_annotation
@@ -47,10 +48,10 @@ def annotate(film, cast_dir, output, overwrite, verbose, quiet, **pipeline):
         written = write_annotation(document(result), paths, config.outputs, film.path, progress)
     if not quiet:
         named = sorted({p.name for s in result.shots for p in s.people.people if p.name})
-        click.echo(f"{film.path.name}: {len(result.shots)} shots, cast on screen: {', '.join(named) or 'nobody'}; "
+        click.echo(f"{printable(film.path.name)}: {len(result.shots)} shots, cast on screen: {', '.join(named) or 'nobody'}; "
                    f"{result.unknown_count} unknown")
         for path in written:
-            click.echo(f"  wrote {path}")
+            click.echo(f"  wrote {printable(path)}")
 
 
 @click.command(epilog="\b\nExamples:\n  movieid shots film.mp4\n  movieid shots film.mp4 --json > shots.json"

@@ -42,6 +42,7 @@ def batch(source, output, cast_dir, ray_address, retry_failed, keep_going, verbo
     """Annotate every film of SOURCE (a folder, or a .csv/.jsonl manifest) into OUTPUT."""
     setup_logging(verbose, quiet)
     from movieid.batch import BatchOptions, run_batch
+    from movieid.errors import printable
     from movieid.video import format_time
 
     options = BatchOptions(config=build_config(**pipeline), ray=ray_address, retry_failed=retry_failed,
@@ -53,7 +54,7 @@ def batch(source, output, cast_dir, ray_address, retry_failed, keep_going, verbo
         click.echo(f"{summary.done:>8} {summary.skipped:>8} {summary.failed + summary.failed_before:>8} "
                    f"{format_time(summary.seconds):>13}")
         for key, reason in summary.failures[:20]:
-            click.echo(f"  failed: {key}: {reason}")
+            click.echo(f"  failed: {printable(key)}: {reason}")
         if summary.failed_before:
             click.echo(f"  ({summary.failed_before} failed in an earlier run; --retry-failed retries them)")
     if not summary.ok:
@@ -69,6 +70,7 @@ def batch_status(output, as_json, verbose, quiet):
     setup_logging(verbose, quiet)
     from movieid.batch import status
     from movieid.batch.runner import summarise
+    from movieid.errors import printable
 
     entries = status(output)
     if as_json:
@@ -76,9 +78,10 @@ def batch_status(output, as_json, verbose, quiet):
                                 "seconds": e.seconds, "attempts": e.attempts, "outputs": e.outputs}
                                for e in entries], indent=2))
         return
-    width = max([len(e.key) for e in entries] + [4])
-    for e in entries:
+    keys = [printable(e.key) for e in entries]
+    width = max([len(k) for k in keys] + [4])
+    for e, key in zip(entries, keys):
         seconds = "" if e.seconds is None else f"{e.seconds:8.1f}s"
-        click.echo(f"{e.state:<11} {e.key:<{width}} {seconds:>9}  {e.reason or ''}".rstrip())
+        click.echo(f"{e.state:<11} {key:<{width}} {seconds:>9}  {e.reason or ''}".rstrip())
     counts = summarise(entries)
     click.echo(", ".join(f"{n} {state}" for state, n in counts.items()), err=True)

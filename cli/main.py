@@ -1,11 +1,14 @@
 """The ``movieid`` command line: thin Click commands over the ``movieid`` library.
 
-Exit codes: 0 ok, 1 runtime failure (bad input file, model problem), 2 usage error,
-130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Every failure is one line on stderr
-(``-v`` adds the traceback of unexpected errors).
+Exit codes: 0 ok, 1 runtime failure (bad input file, model problem, standard output not
+writable), 2 usage error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 141 standard
+output closed by its reader (``movieid shots film.mp4 | head -1``: quietly, as a command that
+SIGPIPE ends). Every failure is one line on stderr (``-v`` adds the traceback of unexpected errors).
 """
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import sys
 import traceback
@@ -13,7 +16,7 @@ import traceback
 import click
 
 from movieid import EXIT_LINES, __version__
-from movieid.errors import InputError, internal_error
+from movieid.errors import InputError, internal_error, printable
 from movieid.stop_signals import Terminated, raise_stop
 
 from .annotate import annotate, shots
@@ -30,6 +33,40 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
+class _StdoutFailed(Exception):
+    """A write to standard output failed (a full disk, a closed pipe): no input's fault, and not a bug."""
+
+    def __init__(self, error: OSError):
+        super().__init__(error.strerror or str(error))
+        self.errno, self.strerror = error.errno, error.strerror or str(error)
+
+
+class _GuardedStdout:
+    """``sys.stdout`` whose write errors are told apart from every other ``OSError`` (those are
+    the commands' to name their file, or bugs); the rest is the stream's own."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            raise _StdoutFailed(exc) from None
+
+    def flush(self):
+        try:
+            return self._stream.flush()
+        except OSError as exc:
+            raise _StdoutFailed(exc) from None
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE   # what a shell reports for a command SIGPIPE ended
+
+
 class _Interrupted(BaseException):
     """Ctrl-C, carried past click's own handler (which writes a blank line before any line of ours)."""
 
@@ -41,32 +78,42 @@ class OneLineErrors(click.Group):
         args = list(sys.argv[1:] if args is None else args)
         verbose = any(a == "--verbose" or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in args)
         previous = signal.signal(signal.SIGTERM, _terminate)
+        stdout = sys.stdout
+        if stdout is not None:
+            sys.stdout = _GuardedStdout(stdout)
         try:
             return super().main(args, prog_name=prog_name, standalone_mode=False, **extra)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx else "movieid"
-            click.echo(f"{where}: error: {exc.format_message()} (see --help)", err=True)
+            _error_line(f"{where}: error: {exc.format_message()} (see --help)")
             sys.exit(2)
         except (click.Abort, _Interrupted):   # click.Abort: Ctrl-C while click parses or prompts
             _quietly_exit(*EXIT_LINES[signal.SIGINT])
         except (KeyboardInterrupt, Terminated) as exc:
             _exit_if_stopped(exc)
+        except _StdoutFailed as exc:
+            _discard_stdout(stdout)
+            if exc.errno == errno.EPIPE:    # the reader has all it wanted (| head)
+                sys.exit(EXIT_BROKEN_PIPE)
+            _error_line(f"movieid: cannot write to standard output: {exc.strerror}")
+            sys.exit(1)
         except InputError as exc:   # MovieIdError and the models' own errors
             _exit_if_stopped(exc)
-            click.echo(f"movieid: error: {exc}", err=True)
+            _error_line(f"movieid: error: {exc}")
             sys.exit(1)
         except click.ClickException as exc:
-            click.echo(f"movieid: error: {exc.format_message()}", err=True)
+            _error_line(f"movieid: error: {exc.format_message()}")
             sys.exit(exc.exit_code)
         except Exception as exc:  # a bug: keep it to one line unless asked for details
             _exit_if_stopped(exc)
             if verbose:
                 traceback.print_exc()
-            click.echo(f"movieid: {internal_error(exc)} (run with -v for the traceback)", err=True)
+            _error_line(f"movieid: {internal_error(exc)} (run with -v for the traceback)")
             sys.exit(1)
         finally:
+            sys.stdout = stdout
             signal.signal(signal.SIGTERM, previous)
 
     def invoke(self, ctx):  # noqa: D102
@@ -74,6 +121,23 @@ class OneLineErrors(click.Group):
             return super().invoke(ctx)
         except KeyboardInterrupt as exc:
             raise _Interrupted() from exc
+
+
+def _error_line(line: str) -> None:
+    """A failure's one line on stderr. ``MovieIdError`` escapes the control characters of the
+    paths it names; click's usage errors and the models' errors are made elsewhere, so here too."""
+    click.echo(printable(line), err=True)
+
+
+def _discard_stdout(stdout) -> None:
+    """What is still buffered for a standard output that failed goes nowhere, so that Python's
+    flush at exit does not fail again with a message of its own."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):   # not a file descriptor (a test's stream)
+        pass
 
 
 def _exit_if_stopped(exc: BaseException) -> None:

@@ -6,13 +6,31 @@ exits 1; anything else escaping the pipeline is a bug and keeps its traceback un
 """
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from .models.errors import InputError, first_line
 
-__all__ = ["InputError", "MovieIdError", "first_line", "internal_error", "missing_dependency"]
+__all__ = ["InputError", "MovieIdError", "first_line", "internal_error", "missing_dependency", "printable"]
+
+# C0 and C1 controls (newline, tab, ESC, ...) and Unicode's line and paragraph separators: every
+# character after which ``str.splitlines`` breaks a line, or that a terminal acts on.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str | Path) -> str:
+    """``text`` with its control characters as Python writes them escaped (``a\\nb.mp4``): a file
+    name holding a newline or an escape sequence must not split a one-line message or drive the
+    terminal. Backslashes stay as they are, so escaping twice changes nothing."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
 
 
 class MovieIdError(InputError):
-    """A bad input or environment problem of the pipeline, in one line that names the file."""
+    """A bad input or environment problem of the pipeline, in one line that names the file
+    (control characters in the path, or in a name the problem quotes, escaped)."""
+
+    def __init__(self, problem: str, path: str | Path | None = None):
+        super().__init__(printable(problem), None if path is None else printable(path))
 
 
 def internal_error(exc: BaseException) -> str:

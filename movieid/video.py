@@ -9,7 +9,8 @@ sequential decoding pass, through ffmpeg.
 
 Frame times are presentation times on the file's timeline (what a player shows):
 the frame's timestamp relative to the container start, so a video stream that starts
-late keeps its offset and variable-frame-rate files get each frame's real time.
+late keeps its offset and variable-frame-rate files get each frame's real time. They always
+advance: a jump in an MPEG-TS is carried across as FFmpeg does (``_playback_times``).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import collections
 import os
 import queue
 import re
+import shlex
 import subprocess
 import tempfile
 import threading
@@ -80,16 +82,14 @@ def has_video_stream(path: Path) -> bool | None:
 
 
 def _last_line(text: str, path: Path | None = None) -> str:
-    """The last message FFmpeg printed, without the path it prefixes."""
-    lines = [line.strip() for line in (text or "").splitlines()
-             if line.strip() and not line.strip().startswith("Last message repeated")]
-    if not lines:
-        return ""
-    line = lines[-1]
+    """The last message FFmpeg printed, without the path it prefixes (taken off before the text
+    is split into lines: a file name may hold a newline)."""
+    text = text or ""
     for name in ([] if path is None else [media_url(path), str(path)]):
-        if line.startswith(f"{name}: "):
-            return line[len(f"{name}: "):]
-    return line
+        text = re.sub(f"(?m)^{re.escape(name)}: ", "", text)
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.strip().startswith("Last message repeated")]
+    return lines[-1] if lines else ""
 
 
 def _ratio(text: str | None) -> Fraction | None:
@@ -152,10 +152,11 @@ def probe(path: str | Path) -> Film:
     if len(timestamps) == 0:
         raise MovieIdError("video stream has no frames", path)
     _check_complete(path, stream, fmt, info.get("streams") or [], timestamps)
+    nominal = 1.0 / float(rate)
+    timestamps = _playback_times(path, container, timestamps, nominal)
     # decord reports float32 seconds; 0.1 ms steps are finer than any frame rate needs.
     timestamps = np.round(timestamps + start_offset, 4)
     deltas = np.diff(timestamps)
-    nominal = 1.0 / float(rate)
     if len(deltas):
         frame_duration = float(np.median(deltas))
         vfr = bool(np.ptp(deltas) > max(0.002, 0.1 * frame_duration)) if len(deltas) > 1 else False
@@ -214,12 +215,53 @@ def _short(exc: BaseException) -> str:
     return text[:160] or type(exc).__name__
 
 
+# The demuxers FFmpeg marks AVFMT_TS_DISCONT (timestamps may restart or jump): MPEG-TS/PS, Ogg and
+# a few others, whose timestamps restart where recordings were joined (``cat a.ts b.ts``) or a
+# broadcast capture skipped. FFmpeg's command line carries the timeline on across such a jump
+# (a remux with ``-c copy`` continues one frame after the frame before the jump).
+DISCONTINUOUS_CONTAINERS = {"mpegts", "mpegtsraw", "mpeg", "ogg", "hls", "m4v", "dhav", "ty", "live_flv"}
+MAX_TIMESTAMP_JUMP_S = 10.0   # FFmpeg's -dts_delta_threshold: a longer step ahead is a jump too
+
+
+def _playback_times(path: Path, container: str, times: np.ndarray, nominal: float) -> np.ndarray:
+    """Frame times that always advance, on the timeline a player (and an FFmpeg remux) gives.
+
+    Where the container allows discontinuities, a frame that does not come after the one before,
+    or comes more than ``MAX_TIMESTAMP_JUMP_S`` after it, is put one frame (the typical step) after
+    it, and the frames that follow move with it. Elsewhere such a frame means the file's times
+    cannot be trusted: it is refused, naming the frame, with a command that re-times the frames
+    (a ``-c copy`` remux would keep the frames piled up at one time).
+    """
+    steps = np.diff(times)
+    stuck = steps <= 0
+    if container in DISCONTINUOUS_CONTAINERS:
+        jumps = stuck | (steps > MAX_TIMESTAMP_JUMP_S)
+        if not jumps.any():
+            return times
+        regular = steps[~jumps]
+        frame = float(np.median(regular)) if len(regular) else nominal
+        log.info("%s: timestamps restart or jump at %d frames (joined recordings?); times carry on across them",
+                 path, int(jumps.sum()))
+        return times + np.concatenate([[0.0], np.cumsum(np.where(jumps, frame - steps, 0.0))])
+    if stuck.any():
+        i = int(np.argmax(stuck)) + 1
+        source = path.absolute()    # never read by FFmpeg as an option or a protocol
+        fixed = source.with_name(f"{source.stem}.retimed.mkv")
+        raise MovieIdError(f"frame timestamps do not advance: frame {i} is at {times[i]:.3f} s, not after "
+                           f"frame {i - 1} ({times[i - 1]:.3f} s); re-time the frames first, e.g. "
+                           f"ffmpeg -i {shlex.quote(str(source))} -vf setpts=N/FRAME_RATE/TB "
+                           f"{shlex.quote(str(fixed))}", path)
+    return times
+
+
 def _check_complete(path: Path, stream: dict, fmt: dict, streams: list, timestamps: np.ndarray) -> None:
     """A file whose frames stop well before its header says is truncated.
 
-    Times here are the container's. The video stream's own duration counts from its start
-    (MP4); Matroska's per-stream ``DURATION`` tag is where the stream ends. Only a file with no
-    other stream falls back to the container's duration (that of a longer audio track, else).
+    Times here are the container's, as the file's own timestamps give them (not yet carried
+    across jumps): FFmpeg measures the header's duration up to the latest of them, which in a
+    joined MPEG-TS need not be the last frame's. The video stream's own duration counts from its
+    start (MP4); Matroska's per-stream ``DURATION`` tag is where the stream ends. Only a file with
+    no other stream falls back to the container's duration (that of a longer audio track, else).
     """
     stream_start = float(stream.get("start_time") or fmt.get("start_time") or 0.0)
     tagged_end = _tag_seconds(stream, "DURATION")
@@ -233,7 +275,7 @@ def _check_complete(path: Path, stream: dict, fmt: dict, streams: list, timestam
         return
     if declared <= stream_start or len(timestamps) == 0:
         return
-    ends = stream_start + float(timestamps[-1] - timestamps[0])
+    ends = stream_start + float(timestamps.max() - timestamps[0])
     if ends < declared - max(1.0, 0.05 * (declared - stream_start)):
         raise MovieIdError(f"video data is corrupt or truncated: the header says {declared - stream_start:.1f} s "
                            f"but frames stop at {ends - stream_start:.1f} s", path)

@@ -17,7 +17,7 @@ from movieid.batch import BatchOptions, find_jobs, run_batch, status
 from movieid.batch.jobs import looks_like_video
 from movieid.config import Config, EngineConfig, FaceConfig, WindowConfig
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, lavfi_film, run_cli
 from .helpers.processes import descendants, wait_gone
 
 
@@ -74,6 +74,31 @@ def test_same_stem_in_one_folder_gets_full_names(tmp_path, archive):
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(folder / "a.mp4"), "-c", "copy", str(folder / "a.mkv")],
                    check=True)
     assert sorted(j.stem for j in find_jobs(folder, tmp_path / "out", None)) == ["a.mkv", "a.mp4"]
+
+
+def test_a_named_pipe_or_broken_link_named_like_a_film_fails_and_is_never_opened(tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    lavfi_film(src / "good.mp4", "-c:v", "libx264", "-pix_fmt", "yuv420p", duration=1.0)
+    os.mkfifo(src / "pipe.mp4")          # opening it for reading would block for ever
+    os.mkfifo(src / "notes")             # not named like a film: its content cannot be looked at, so not one
+    (src / "sub" / "gone.mkv").symlink_to(tmp_path / "nowhere.mkv")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "movieid", "batch", str(src), "-o", str(out), "--workers", "1",
+                           "--face-backend", "dlib"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    reasons = {e.key: (e.state, e.reason) for e in status(out)}
+    assert reasons.keys() == {"good.mp4", "pipe.mp4", "sub/gone.mkv"}
+    assert reasons["good.mp4"][0] == "done"
+    assert reasons["pipe.mp4"] == ("failed", f"{src / 'pipe.mp4'}: is a named pipe, not a regular video file")
+    assert reasons["sub/gone.mkv"] == ("failed", f"{src / 'sub' / 'gone.mkv'}: is a broken symbolic link, "
+                                                 "not a video file")
+    # the same words as annotate gives for each of them
+    for key in ("pipe.mp4", "sub/gone.mkv"):
+        alone = run_cli("annotate", src / key, "-o", tmp_path / "alone")
+        assert alone.returncode == 1 and alone.stderr == f"movieid: error: {reasons[key][1]}\n"
+    assert f"  failed: pipe.mp4: {reasons['pipe.mp4'][1]}\n" in proc.stdout
 
 
 def test_batch_resumes_redoes_changes_and_isolates_failures(archive, tmp_path, package_cast):

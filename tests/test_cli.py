@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from .conftest import lavfi_film, pair_photo, run_cli
+from .conftest import REPO, lavfi_film, pair_photo, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -249,3 +249,69 @@ def test_an_error_that_a_signal_caused_ends_as_the_signal(tmp_path, stop, line, 
     proc = subprocess.run([sys.executable, "-c", code_text, "annotate", str(film), "-o", str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == code and proc.stderr == line + "\n", proc.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_film(films):
+    """One second of FFmpeg's test pattern: quick to list shots of and to annotate."""
+    return lavfi_film(films / "tiny.mp4", "-c:v", "libx264", "-pix_fmt", "yuv420p", duration=1.0)
+
+
+def _movieid_to(stdout, *args):
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "movieid", *map(str, args)], stdout=stdout,
+                          stderr=subprocess.PIPE, text=True, cwd=REPO, timeout=120)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("args", [["shots", "@film"], ["--version"]], ids=["shots", "version"])
+def test_standard_output_that_cannot_be_written_is_one_line(tiny_film, args):
+    with open("/dev/full", "w") as full:
+        proc = _movieid_to(full, *(tiny_film if a == "@film" else a for a in args))
+    assert proc.returncode == 1
+    assert proc.stderr == "movieid: cannot write to standard output: No space left on device\n"
+
+
+def test_a_closed_pipe_on_standard_output_ends_quietly(tiny_film):
+    """``movieid shots film | head -1`` once head has gone: no message, 141 as for SIGPIPE."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = _movieid_to(write, "shots", tiny_film)
+    finally:
+        os.close(write)
+    assert (proc.returncode, proc.stderr) == (141, "")
+
+
+def test_a_film_name_with_a_newline_stays_on_one_line(tiny_film, tmp_path):
+    bad = tmp_path / "bad\nname.mp4"
+    bad.write_text("quarterly report\n" * 50)
+    proc = run_cli("annotate", bad, "-o", tmp_path / "out")
+    assert proc.returncode == 1
+    assert proc.stderr == (f"movieid: error: {tmp_path}/bad\\nname.mp4: not a video file FFmpeg can read "
+                           "(Invalid data found when processing input)\n")
+    assert not (tmp_path / "out").exists()
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    bad.rename(archive / bad.name)
+    batch = run_cli("batch", archive, "-o", tmp_path / "batch", "--workers", "1", "--face-backend", "dlib")
+    reason = f"{archive}/bad\\nname.mp4: not a video file FFmpeg can read (Invalid data found when processing input)"
+    assert batch.returncode == 1 and batch.stderr == f"movieid: WARNING: {reason}\n"
+    assert f"\n  failed: bad\\nname.mp4: {reason}\n" in batch.stdout
+    listed = run_cli("batch-status", tmp_path / "batch")
+    [row] = listed.stdout.splitlines()
+    assert row.startswith("failed      bad\\nname.mp4 ") and row.endswith(f"s  {reason}"), row
+
+    good = tmp_path / "good\nname.mp4"
+    good.write_bytes(tiny_film.read_bytes())
+    proc = run_cli("annotate", good, "-o", tmp_path / "out", "--face-backend", "dlib", env=env_with_cache(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"good\nname.{f}" for f in ("json", "srt", "vtt")]
+    assert f"  wrote {tmp_path}/out/good\\nname.srt\n" in proc.stdout
+
+    folder = tmp_path / "odd\x1b[31mfolder"
+    folder.mkdir()
+    proc = run_cli("data", "from-annotations", tmp_path / "x.json", "--film", good, "-o", folder)
+    assert_one_line_error(proc, "odd\\x1b[31mfolder", code=2)   # click's own message, escaped too

@@ -1,6 +1,8 @@
 """Probing and frame access on real files made by ffmpeg, odd-but-valid ones included."""
 from __future__ import annotations
 
+import json
+import struct
 import subprocess
 
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 from movieid.errors import MovieIdError
 from movieid.video import FrameReader, probe
 
-from .conftest import lavfi_film
+from .conftest import lavfi_film, run_cli
 
 
 def ffmpeg_frames(path, width, height) -> np.ndarray:
@@ -213,3 +215,48 @@ def test_matroska_with_a_longer_audio_track_or_a_late_video_is_complete(films, t
         with FrameReader(film, max_side=64) as reader:
             for _ in reader.stream():
                 pass
+
+
+def test_joined_mpeg_ts_recordings_play_on_one_timeline(films, tmp_path):
+    """``cat a.ts b.ts c.ts``: b's timestamps restart, c's jump a minute ahead. Times carry on
+    across both as FFmpeg's own remux has them (and the header's 61 s is no truncation)."""
+    parts = [lavfi_film(films / "part1.ts", "-c:v", "libx264", "-preset", "ultrafast", duration=2.0),
+             lavfi_film(films / "part2.ts", "-c:v", "libx264", "-preset", "ultrafast", duration=2.0,
+                        source="smptebars"),
+             lavfi_film(films / "part3.ts", "-vf", "negate", "-c:v", "libx264", "-preset", "ultrafast",
+                        "-output_ts_offset", "60", duration=1.0)]
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+    remuxed = tmp_path / "remuxed.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(joined), "-c", "copy", str(remuxed)], check=True)
+    film, reference = probe(joined), probe(remuxed)
+    assert film.frame_count == reference.frame_count == 125
+    assert np.all(np.diff(film.timestamps) > 0) and not film.vfr and film.fps == pytest.approx(25.0)
+    assert np.allclose(film.timestamps, reference.timestamps, atol=1e-3)
+    assert film.duration == pytest.approx(5.0, abs=1e-3)
+
+    ours, remux = ([t for s in json.loads(run_cli("shots", path, "--json", "-q").stdout)["shots"]
+                    for t in (s["start"], s["end"])] for path in (joined, remuxed))
+    assert ours == pytest.approx([0.0, 2.0, 2.0, 4.0, 4.0, 5.0], abs=1e-3)     # start, end of each shot
+    assert ours == pytest.approx(remux, abs=1e-3)
+
+
+def test_frame_times_going_backwards_where_the_container_does_not_allow_it_are_refused(tmp_path):
+    """IVF keeps each frame's time in a 12-byte header before it: from frame 25 on, 0.8 s earlier."""
+    path = lavfi_film(tmp_path / "back.ivf", "-c:v", "libvpx", "-b:v", "200k", duration=2.0)
+    data = bytearray(path.read_bytes())
+    position, index = 32, 0
+    while position < len(data):
+        size, pts = struct.unpack_from("<IQ", data, position)
+        if index >= 25:
+            struct.pack_into("<Q", data, position + 4, pts - 20)     # 1/25 s units
+        position, index = position + 12 + size, index + 1
+    path.write_bytes(data)
+    with pytest.raises(MovieIdError) as err:
+        probe(path)
+    assert str(err.value) == (f"{path}: frame timestamps do not advance: frame 25 is at 0.200 s, not after frame 24 "
+                              f"(0.960 s); re-time the frames first, e.g. ffmpeg -i {path} -vf setpts=N/FRAME_RATE/TB "
+                              f"{tmp_path / 'back.retimed.mkv'}")
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-vf", "setpts=N/FRAME_RATE/TB",
+                    str(tmp_path / "back.retimed.mkv")], check=True)
+    assert probe(tmp_path / "back.retimed.mkv").duration == pytest.approx(2.0, abs=1e-3)   # the advice works

@@ -68,7 +68,11 @@ def looks_like_video(head: bytes) -> bool:
 
 def _is_film(path: Path) -> bool:
     """Films by content. A file named like a video that ffprobe cannot read is kept, so the
-    batch reports why it failed instead of silently passing it over."""
+    batch reports why it failed instead of silently passing it over; so is anything else named
+    like one (a named pipe, a socket, a broken symbolic link), never opened here (opening a
+    named pipe blocks until someone writes to it)."""
+    if not path.is_file():
+        return path.suffix.lower() in VIDEO_SUFFIXES
     try:
         with open(path, "rb") as fh:
             head = fh.read(1024)
@@ -94,7 +98,7 @@ def scan_folder(root: Path, skip: Path | None = None) -> list[Path]:
                          and (skip is None or (here / d).resolve() != skip.resolve()))
         for name in sorted(files):
             path = here / name
-            if not name.startswith(".") and path.is_file() and _is_film(path):
+            if not name.startswith(".") and _is_film(path):
                 films.append(path)
     return films
 
@@ -165,8 +169,8 @@ def find_jobs(source: Path, out: Path, cast: Path | None) -> list[Job]:
     stems = _stems([f for f, _, _ in rows])
     jobs, seen = [], set()
     for film, film_cast, title in rows:
-        try:
-            relative = film.resolve().relative_to(root.resolve())
+        try:   # the folder resolved, not the film: a link keeps its own place (and may point nowhere)
+            relative = (film.parent.resolve() / film.name).relative_to(root.resolve())
         except ValueError:
             relative = Path(film.name)
         key = relative.as_posix()

@@ -32,7 +32,7 @@ from .. import __version__
 from ..annotation import document
 from ..cast import folder_digest
 from ..config import Config
-from ..errors import MovieIdError, first_line, internal_error, missing_dependency
+from ..errors import MovieIdError, first_line, internal_error, missing_dependency, printable
 from ..face_stage import FaceAnalyzer
 from ..faces import load_backend
 from ..files import fingerprint
@@ -392,7 +392,8 @@ def _execute(plan, options: BatchOptions, journal: Journal, summary: Summary, pr
         else:
             summary.failed += 1
             summary.failures.append((job.key, reason))
-            log.warning("%s", reason if str(job.film) in reason else f"{job.film}: {reason}")
+            film = printable(job.film)   # as the reason names it
+            log.warning("%s", reason if film in reason else f"{film}: {reason}")
         finished += 1
         report(progress, "films", finished, len(plan))
         if reason is not None and not options.keep_going:

@@ -8,6 +8,7 @@ SIGPIPE ends). Every failure is one line on stderr (``-v`` adds the traceback of
 from __future__ import annotations
 
 import errno
+import io
 import os
 import signal
 import sys
@@ -64,6 +65,17 @@ class _GuardedStdout:
         return getattr(self._stream, name)
 
 
+class _ClosedStdout(io.TextIOBase):
+    """Standard output when the process started with none (``>&-``): writing to it fails, as it
+    does for any command, instead of the output vanishing."""
+
+    def write(self, text):
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    def fileno(self):
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE   # what a shell reports for a command SIGPIPE ended
 
 
@@ -79,8 +91,7 @@ class OneLineErrors(click.Group):
         verbose = any(a == "--verbose" or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in args)
         previous = signal.signal(signal.SIGTERM, _terminate)
         stdout = sys.stdout
-        if stdout is not None:
-            sys.stdout = _GuardedStdout(stdout)
+        sys.stdout = _GuardedStdout(_ClosedStdout() if stdout is None else stdout)
         try:
             return super().main(args, prog_name=prog_name, standalone_mode=False, **extra)
         except click.exceptions.Exit as exc:

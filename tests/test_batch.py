@@ -310,3 +310,12 @@ def test_ray_captions_on_gpu_actors_with_the_vlm_engine(archive, tmp_path, packa
         a, b = load(tmp_path / "serial", key), load(tmp_path / "ray", key)
         assert b["engine"]["name"] == "ida-vlm"
         assert [s["caption"] for s in a["shots"]] == [s["caption"] for s in b["shots"]]
+
+
+def test_a_models_own_input_error_is_the_films_failure_not_a_bug():
+    from movieid.batch.runner import _reason
+    from movieid.models.ida_vlm.errors import IdaVlmError
+
+    error = IdaVlmError("config.json does not fit the weights", "/ckpt/model-base/config.json")
+    assert _reason(error) == "/ckpt/model-base/config.json: config.json does not fit the weights"
+    assert _reason(KeyError("x")).startswith("internal error")

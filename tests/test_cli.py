@@ -273,6 +273,15 @@ def test_standard_output_that_cannot_be_written_is_one_line(tiny_film, args):
     assert proc.stderr == "movieid: cannot write to standard output: No space left on device\n"
 
 
+def test_no_standard_output_at_all_is_one_line(tiny_film):
+    """Started with standard output closed (``movieid shots film >&-``): an error, not silence."""
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "movieid", "shots", str(tiny_film)], stderr=subprocess.PIPE,
+                          text=True, cwd=REPO, timeout=120, preexec_fn=lambda: os.close(1))
+    assert (proc.returncode, proc.stderr) == (1, "movieid: cannot write to standard output: Bad file descriptor\n")
+
+
 def test_a_closed_pipe_on_standard_output_ends_quietly(tiny_film):
     """``movieid shots film | head -1`` once head has gone: no message, 141 as for SIGPIPE."""
     read, write = os.pipe()

@@ -116,6 +116,17 @@ def test_odd_dimensions_and_a_single_frame(films):
         assert reader.read([0])[0].shape[2] == 3
 
 
+def test_a_raw_stream_without_timestamps_plays_at_its_nominal_rate(films):
+    # an H.264 elementary stream carries no timestamps at all: ffprobe gives each frame N/A
+    path = lavfi_film(films / "raw.h264", "-c:v", "libx264", "-bf", "3", "-r", "30", duration=2, size="160x120")
+    film = probe(path)
+    assert film.frame_count == 60 and film.reader == "ffmpeg"
+    assert film.timestamps[0] == 0.0 and np.allclose(np.diff(film.timestamps), 1 / 30, atol=1e-4)
+    assert not film.vfr and abs(film.duration - 2.0) < 1e-3
+    with FrameReader(film, max_side=160) as reader:
+        assert len(reader.read([0, 59])) == 2
+
+
 def _write(path, data: bytes):
     path.write_bytes(data)
     return path

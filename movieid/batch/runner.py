@@ -32,7 +32,7 @@ from .. import __version__
 from ..annotation import document
 from ..cast import folder_digest
 from ..config import Config
-from ..errors import MovieIdError, first_line, internal_error, missing_dependency, printable
+from ..errors import InputError, MovieIdError, first_line, internal_error, missing_dependency, printable
 from ..face_stage import FaceAnalyzer
 from ..faces import load_backend
 from ..files import fingerprint
@@ -90,8 +90,8 @@ def _reason(exc: BaseException) -> str:
     """Why a film failed, in one line; a Ctrl-C or SIGTERM behind the error is raised instead
     (it stops the batch, it is not the film's failure)."""
     raise_stop(exc)
-    if isinstance(exc, MovieIdError):
-        return str(exc)
+    if isinstance(exc, InputError):   # MovieIdError, and the models' own (a checkpoint, an image)
+        return printable(exc)
     return internal_error(exc)
 
 

@@ -106,6 +106,17 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
+def ms_per_call(fn, repeat: int = 10) -> float:
+    """Milliseconds a call of ``fn`` takes on the GPU, after one call to warm up."""
+    fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    torch.cuda.synchronize()
+    return 1000 * (time.perf_counter() - start) / repeat
+
+
 def measure(label: str, fn, shots: int, warmup=None, **extra) -> dict:
     (warmup or fn)()  # kernel selection, allocator
     torch.cuda.reset_peak_memory_stats()
@@ -178,7 +189,7 @@ def bench_variant(variant: str, args, tokenizer: QwenTokenizer) -> list[dict]:
     if args.profile:
         rows.append(profile(model, shots(cast, 48)))
         rows.append(eager_pointwise(lambda: profile(model, shots(cast, 48))) | {"pointwise": "eager"})
-    del model
+    model = None  # the closures above share this cell: the weights go with it
     torch.cuda.empty_cache()
     return rows
 
@@ -256,15 +267,7 @@ def decode_sweep(rows: int, prefix: int = 880, own: int = 1335, new: int = 48) -
     bias = torch.where((columns >= first[:, None]) & (columns <= column), 0.0, float("-inf"))[:, None, None]
     context = language.Decode(language.KVCache([keys], [values]), column, bias, [(slice(0, rows), prefix_kv)], first)
     read = 2 * (rows * (own + new) + prefix) * 32 * 128 * 2   # bytes of keys and values a call must read
-
-    def ms(fn, repeat=20) -> float:
-        fn()
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(repeat):
-            fn()
-        torch.cuda.synchronize()
-        return 1000 * (time.perf_counter() - start) / repeat
+    ms = lambda fn: ms_per_call(fn, 20)  # noqa: E731
 
     attend = lambda: context.attend(0, q, keys[:, :, -1:], values[:, :, -1:])  # noqa: E731
     table = {"rows": rows, "torch_ms": torch_kernels(lambda: ms(attend)), "triton": []}
@@ -375,7 +378,7 @@ def bench_peer(args) -> dict:
     with torch.inference_mode():
         row = measure(f"peer: Qwen2-VL-7B-size, transformers generate(), batch {batch}", run, 2 * batch,
                       prompt_tokens=len(ids))
-    del model
+    model = None  # the closures above share this cell: the weights go with it
     torch.cuda.empty_cache()
     return row
 

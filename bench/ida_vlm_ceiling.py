@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ida_vlm as bench  # noqa: E402
+from ida_vlm import ms_per_call as ms  # noqa: E402
 
 from movieid.models.ida_vlm import fused, language  # noqa: E402
 from movieid.models.ida_vlm.generation import CudaGraphStep  # noqa: E402
@@ -40,16 +41,6 @@ PRODUCTS = {  # name: (M, K, N, bias), the weights as the model holds them
     "LM w1 and w2 as one product": (CHUNK_POSITIONS, 4096, 22016, False),
     "LM mlp c_proj": (CHUNK_POSITIONS, 11008, 4096, False), "square 8192": (8192, 8192, 8192, False),
 }
-
-
-def ms(fn, repeat: int = 10) -> float:
-    fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    torch.cuda.synchronize()
-    return 1000 * (time.perf_counter() - start) / repeat
 
 
 def products() -> dict:

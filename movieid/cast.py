@@ -342,8 +342,27 @@ def load_cast(root: str | Path, backend: FaceBackend, strict: bool = True, cache
             log.warning("cast member %r has no usable photo and is left out", entry.name)
     if not members:
         raise MovieIdError("no cast member has a usable reference photo", root)
+    _check_one_face_one_member(members, strict)
     key = cast_digest([(m.name, m.aliases, [p.sha256 for p in m.photos]) for m in members], backend.model_id)
     return Cast(root=root, members=tuple(members), face_model=backend.model_id, key=key)
+
+
+SAME_FACE = 0.99  # photos this alike are one picture (a copy, resized or re-encoded), not two
+
+
+def _check_one_face_one_member(members: list[CastMember], strict: bool) -> None:
+    """One picture under two members' names leaves neither nameable (each is the other's
+    runner-up, at no margin): an error (``strict``) or a warning naming both photos."""
+    for i, a in enumerate(members):
+        for b in members[i + 1:]:
+            sims = a.embeddings @ b.embeddings.T
+            j, k = np.unravel_index(int(np.argmax(sims)), sims.shape)
+            if sims[j, k] >= SAME_FACE:
+                problem = (f"the same face as {a.name}'s photo {a.photos[j].path.name} (one picture under "
+                           f"two names: neither can be named)")
+                if strict:
+                    raise MovieIdError(problem, b.photos[k].path)
+                log.warning("%s: %s", b.photos[k].path, problem)
 
 
 def count_photos(entries: Iterable[CastEntry]) -> int:

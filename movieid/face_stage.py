@@ -98,8 +98,9 @@ class FaceAnalyzer:
         def embedded(frame: int) -> list[Face]:
             if not detected[frame]:
                 return []
-            embeddings = self.backend.embed(frames[frame], detected[frame])
-            return [Face(frame, task.film.time(frame), d.box.scaled(scale), d.score, e)
+            image = frames[frame]
+            embeddings = self.backend.embed(image, detected[frame])
+            return [Face(frame, task.film.time(frame), d.box.scaled(scale), d.score, e, contrast(image, d.box))
                     for d, e in zip(detected[frame], embeddings)]
 
         def second_look(chosen: list[int]) -> None:
@@ -129,6 +130,20 @@ class FaceAnalyzer:
                               if len(t.faces) > 1 or t.frames & set(chosen))
             results.append(ShotFaces(s.shot, tuple(Keyframe(f, task.film.time(f)) for f in chosen), found))
         return results
+
+
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def contrast(image: np.ndarray, box) -> float:
+    """The standard deviation of the brightness (BT.601 luma, grey levels) inside ``box`` of an RGB
+    image: how much a face stands out of the dark or the flat (``identity`` weighs its evidence by it)."""
+    h, w = image.shape[:2]
+    x1, y1 = max(0, int(box.x1)), max(0, int(box.y1))
+    x2, y2 = min(w, int(round(box.x2))), min(h, int(round(box.y2)))
+    if x2 <= x1 or y2 <= y1:
+        return 0.0
+    return float((image[y1:y2, x1:x2].astype(np.float32) @ LUMA).std())
 
 
 def _analyze(analyzer: FaceAnalyzer, task: FaceTask) -> list[ShotFaces]:

@@ -217,6 +217,7 @@ class Face:
     box: Box
     score: float                              # the detector's confidence
     embedding: np.ndarray = field(repr=False)
+    contrast: float | None = None             # std of the box's brightness, grey levels (None: not measured)
 
 
 @dataclass(frozen=True, eq=False)

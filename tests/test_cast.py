@@ -109,6 +109,24 @@ def test_not_strict_skips_bad_photos_with_a_warning(package_cast, package_photos
     assert "b.jpg" in caplog.text and "Two People" in caplog.text
 
 
+def test_one_picture_under_two_names_is_refused(package_cast, backend, tmp_path, caplog):
+    """Each would be the other's runner-up at no margin: neither could ever be named."""
+    from PIL import Image
+
+    root = tmp_path / "cast"
+    for name in ("Rachel", "Ross", "Joey"):
+        (root / name).mkdir(parents=True)
+        shutil.copy(_photo(package_cast, name), root / name / "a.jpg")
+    with Image.open(_photo(package_cast, "Rachel")) as im:     # a resized, re-encoded copy
+        im.convert("RGB").resize((im.width * 3 // 4, im.height * 3 // 4)).save(root / "Joey" / "b.jpg", quality=80)
+    with pytest.raises(MovieIdError) as err:
+        load_cast(root, backend, cache_dir=tmp_path / "cache")
+    assert str(err.value).endswith("Rachel/a.jpg: the same face as Joey's photo b.jpg (one picture under two names: "
+                                   "neither can be named)")
+    assert load_cast(root, backend, strict=False, cache_dir=tmp_path / "cache").names == ["Joey", "Rachel", "Ross"]
+    assert "Rachel/a.jpg: the same face as Joey's" in caplog.text
+
+
 def test_embeddings_are_cached_by_content(package_cast, backend, tmp_path, monkeypatch):
     cast_dir = package_cast
     first = load_cast(cast_dir, backend, cache_dir=tmp_path)

@@ -186,3 +186,15 @@ def test_a_face_that_only_dips_keeps_its_track_and_name():
     shot = ShotFaces(shot.shot, shot.keyframes, link(faces, THRESHOLD))
     assert len(people_of(shot, photo_cast("alice"))) == 1 and len(people_of(shot, photo_cast())) == 1
 
+
+
+def test_a_face_of_low_contrast_needs_more_evidence_for_a_name():
+    # 0.94 to Alice: a name in a well-lit face, not in a face of 4 grey levels of contrast
+    # (the dark draws every face towards every other)
+    face_like = unit(ALIKE["alice"] + 0.36 * _own[4])
+    assert 0.93 < float(face_like @ ALIKE["alice"]) < 0.95
+    cast = photo_cast("alice", "bob")
+    for contrast, named in ((None, "Alice"), (40.0, "Alice"), (4.0, None)):
+        faces = [Face(f, f / 25, Box(100, 50, 180, 130), 1.0, face_like, contrast) for f in (0, 10, 20)]
+        (person,) = people_of(shot_of(faces, [0, 10, 20]), cast)
+        assert person.name == named, (contrast, person.similarity)

@@ -176,3 +176,34 @@ def test_a_dissolve_does_not_give_one_persons_name_to_the_next(films, faces_dir,
     for shot in doc["shots"]:
         if len(shot["names"]) > 1:           # both, one after the other: no positions claimed
             assert shot["caption"] == "Barack Obama and Joe Biden", shot["caption"]
+
+
+def graded(photo: Path, out: Path, contrast: float, light: float) -> Path:
+    """``photo`` fitted into a 640x360 frame (black bars), its contrast, then its light, scaled
+    (PIL's ImageEnhance): a night grade."""
+    from PIL import Image, ImageEnhance, ImageOps
+
+    with Image.open(photo) as im:
+        im = ImageOps.pad(im.convert("RGB"), (640, 360), Image.Resampling.BICUBIC)
+        im = ImageEnhance.Contrast(im).enhance(contrast)
+        ImageEnhance.Brightness(im).enhance(light).save(out)
+    return out
+
+
+def test_a_stranger_in_the_dark_is_not_named_after_a_member(films, faces_dir, openface_dir, cast_dir, tmp_path):
+    # Cooper (a stranger, 0.91 to lennon-2.jpg in daylight) graded to 0.3 of his contrast and light
+    # scores 0.95 against Lennon's two photos: the dark pulls every face towards every other
+    probes = openface_dir / "probes"
+    dark = graded(probes / "longoria-cooper.jpg", films / "cooper_night.png", 0.3, 0.3)
+    dusk = graded(faces_dir / "probes" / "obama1.jpg", films / "obama_dusk.png", 0.5, 0.5)
+    shots = [ShotSpec(probes / "lennon-2.jpg", 40, "static", ("John Lennon",)),
+             ShotSpec(dark, 40, "static", ()),
+             ShotSpec(dusk, 40, "static", ("Barack Obama",))]
+    film = make_film(FilmSpec(shots, width=640, height=360, fps=25), films / "night.mp4")
+    cast = link_cast(tmp_path / "cast", {"John Lennon": openface_dir / "cast" / "John Lennon" / "lennon-1.jpg",
+                                         "Barack Obama": cast_dir / "Barack Obama" / "obama.jpg"})
+    (cast / "John Lennon" / "lennon-2.jpg").symlink_to((probes / "lennon-2.jpg").resolve())
+    doc = document(annotate(film, cast, config(tmp_path)))
+    names = names_per_shot(doc)
+    assert names[0] == ["John Lennon"] and names[2] == ["Barack Obama"], names   # a dusk grade still names
+    assert not [n for n in names[1] if not n.startswith("Unknown")], names     # the night stranger: nobody's

@@ -9,7 +9,9 @@ them as shots). The kinds, in two groups:
   foreshortening of a head turned about 50 / 65 degrees; the filmmaker can mirror them);
 * covered: ``mouth covered`` (a hand over the lower half), ``eyes covered`` (a band over the
   eyes), ``half covered`` (the left half behind an object), ``cut by the edge`` (45 % of the
-  face beyond the frame's left edge).
+  face beyond the frame's left edge);
+* dark: ``dusk`` / ``night`` (the framed photo's contrast, then its light, scaled to 0.5 / 0.3 by
+  PIL's ImageEnhance: a night grade, faces of about 13 / 5 grey levels of contrast).
 
 The face is found by dlib's HOG detector on the unmodified photo (upsampled once); that is
 where the occluders go. Variants are deterministic (same photo, same file).
@@ -19,11 +21,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageEnhance
 
 TURNED = ("rotated 25", "rotated 45", "turned 60", "turned 45")
 COVERED = ("mouth covered", "eyes covered", "half covered", "cut by the edge")
-KINDS = TURNED + COVERED
+DARK = ("dusk", "night")
+KINDS = TURNED + COVERED + DARK
+GRADES = {"dusk": 0.5, "night": 0.3}  # contrast and light, each scaled by this
 FACE_SHARE = 0.33          # face height / frame height
 HAND = (196, 150, 122)     # the occluders' colour: a hand, a scarf
 BAND = (24, 24, 28)        # sunglasses
@@ -77,6 +81,8 @@ def make(photo: Path, kind: str, out: Path) -> Path:
     elif kind == "half covered":
         ImageDraw.Draw(image).rectangle((x1 - 0.3 * fw, y1 - 0.3 * fh, x1 + 0.5 * fw, y2 + 0.3 * fh), fill=HAND)
     framed = _framed(image, box, left_edge_at=0.45 if kind == "cut by the edge" else None)
+    if kind in GRADES:
+        framed = ImageEnhance.Brightness(ImageEnhance.Contrast(framed).enhance(GRADES[kind])).enhance(GRADES[kind])
     out.parent.mkdir(parents=True, exist_ok=True)
     framed.save(out)
     return out

@@ -10,7 +10,9 @@ cast members, with strangers from both sets; ``lookalike``: a stranger who score
 a member's photo, with and without that member in the film; ``sample``: the package-photo
 sample film (also without a cast: people counted, labels checked per frame); ``turned`` and
 ``covered``: the faces cast on rotated, foreshortened (turned), mirrored and partly covered
-variants of their photos (``bench/hard_faces.py``), with strangers' variants; and recall against
+variants of their photos (``bench/hard_faces.py``), with strangers' variants; ``dark``: the same
+in a dusk and a night grade; ``lookalike in the dark``: the look-alike stranger in a night grade
+against the look-alike cast; and recall against
 the number of reference photos per person (1-3, where the photos exist). Then a detector study
 on the hard variants: what each detector that ships in a PyPI wheel finds, and its cost per
 1280x720 frame.
@@ -50,7 +52,7 @@ LONGORIA = (0.0, 110 / 473, 193 / 293, 109 / 473)
 # most 40 % of her face in frame, in the first frames only. Not a frontal appearance: her name
 # there is neither counted as a find nor as wrong.
 SAMPLE_EDGE = {0: "Phoebe"}
-HARD_SETS = ("turned", "covered")
+HARD_SETS = ("turned", "covered", "dark")
 SWEEP = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
 
 
@@ -342,8 +344,16 @@ def main(argv: list[str] | None = None) -> None:
                      cast, [s.truth for s in shots]))
     partial = Shot(FACES / "probes" / "obama_partial_face.jpg", ("Barack Obama",), "static", (0.0, 0.0, 1.0, 0.24))
     for name, shots in (("turned", hard_set(out, hard_faces.TURNED)),
-                        ("covered", hard_set(out, hard_faces.COVERED, (partial,)))):
+                        ("covered", hard_set(out, hard_faces.COVERED, (partial,))),
+                        ("dark", hard_set(out, hard_faces.DARK))):
         sets.append((name, film_of(shots, out / f"{name}.mp4"), FACES / "cast", [s.truth for s in shots]))
+    night_cooper = hard_faces.make(OPENFACE / "probes" / "longoria-cooper.jpg", "night", out / "hard" / "cooper-night.png")
+    s = OPENFACE / "probes"   # bright strangers between the night shots: a cut between two dark shots can go unseen
+    night = [Shot(night_cooper, (None,)), Shot(s / "adams.jpg", (None,), "zoom_in", (0.0, 0.15, 1.0, 0.59)),
+             Shot(night_cooper, (None,), "zoom_in"), Shot(s / "carell.jpg", (None,), "static", (0.0, 0.2, 1.0, 0.38)),
+             Shot(night_cooper, (None,), "pan_left")]
+    sets.append(("lookalike in the dark", film_of(night, out / "lookalike_dark.mp4"), lookalike_cast,
+                 [s.truth for s in night]))
     sample = out / "sample.mp4"
     if not sample.exists():
         make_film(film_spec(t1, astronaut, package_photo("skimage", "data", "rocket.jpg"),
@@ -369,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:28} {n['cast']:9d} {n['named'] / max(1, n['cast']):7.1%} {n['wrong']:6d} {n['strangers']:9d} "
               f"{n['rejected'] / max(1, n['strangers']):9.1%} {n['unaligned']:9d} {frame_label_clashes(docs[name]):7d}")
     for name in HARD_SETS:
-        kinds = hard_faces.TURNED if name == "turned" else hard_faces.COVERED
+        kinds = {"turned": hard_faces.TURNED, "covered": hard_faces.COVERED, "dark": hard_faces.DARK}[name]
         shots = docs[name]["shots"][:len(HARD_MEMBERS) * len(kinds)]       # the members' shots, photo by photo
         named = [sum(shots[m * len(kinds) + k]["names"] == [HARD_MEMBERS[m][1]] for m in range(len(HARD_MEMBERS)))
                  for k in range(len(kinds))]
@@ -380,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
           f"frames with a label on two faces: {frame_label_clashes(no_cast)}")
 
     for title, group in (("frontal and mildly turned sets", [x for x in sets if x[0] not in HARD_SETS]),
-                         ("turned and covered sets", [x for x in sets if x[0] in HARD_SETS])):
+                         ("turned, covered and dark sets", [x for x in sets if x[0] in HARD_SETS])):
         print(f"\nSweep over --min-confidence ({title} together)\n")
         print(f"{'min-confidence':>14} {'recall':>7} {'wrong':>6} {'rejected':>9}")
         for t in SWEEP:

@@ -216,8 +216,10 @@ def test_lora_overfits_merges_and_saves_its_adapters(small, faces_dir, tmp_path)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".lora_" in n and n.startswith("transformer.h.") for n in trainable)
     assert any("mlp.w1.lora_A" in n for n in trainable) and not any("mlp.c_proj" in n for n in trainable)
-    losses = _overfit(model, faces_dir, SAMPLES[:2], steps=70, lr=1e-2)
-    assert losses[0] > 3 and losses[-1] < 0.3, losses
+    # 5e-3 converges (a final loss of ~0.03 here); at 1e-2 the loss swung between 0.2 and 0.4, and
+    # whether the answers came out exact depended on the machine's float rounding
+    losses = _overfit(model, faces_dir, SAMPLES[:2], steps=100, lr=5e-3)
+    assert losses[0] > 3 and losses[-1] < 0.1, losses
     expected = [a.text for a in model.generate(_requests(faces_dir, SAMPLES[:2]), max_new_tokens=48)]
     assert expected == [answer for _, _, answer in SAMPLES[:2]]
 

@@ -6,13 +6,14 @@
 1. **People across the film.** Every track of every shot is clustered film-wide by average
    linkage on track embeddings (tracks of low contrast counting as less alike), merging only
    while the two groups' average similarity reaches ``cluster_threshold`` (stricter than the
-   backend's match threshold: an extra person costs less than two people made one). Two tracks that share a frame are never one
-   person (a cannot-link constraint), with or without a cast.
+   backend's match threshold: an extra person costs less than two people made one). Two
+   tracks that share a frame are never one person (a cannot-link constraint), with or
+   without a cast.
 2. **Naming, open-set, per person.** A person's similarity to a member is the mean, over
    the person's faces, of the best match among the member's reference photos (a face of low
    contrast, dark or flat, counting for less: ``evidence``). The closest member names the
-   person only if that similarity beats, each by a margin, (a) the match
-   threshold, (b) the runner-up member and (c) the *strangers' level*: how well the film's
+   person only if that similarity beats, each by a margin, (a) the match threshold, (b) the
+   runner-up member and (c) the *strangers' level*: how well the film's
    other people match that member (people seen together with this one, or not alike it,
    are others; people alike it and never seen with it may be the same person in other
    light). The smallest of the three margins, over ``confidence_margin``, is the confidence (0..1);

@@ -48,8 +48,8 @@ def annotate(film, cast_dir, output, overwrite, verbose, quiet, **pipeline):
         written = write_annotation(document(result), paths, config.outputs, film.path, progress)
     if not quiet:
         named = sorted({p.name for s in result.shots for p in s.people.people if p.name})
-        click.echo(f"{printable(film.path.name)}: {len(result.shots)} shots, cast on screen: {', '.join(named) or 'nobody'}; "
-                   f"{result.unknown_count} unknown")
+        click.echo(f"{printable(film.path.name)}: {len(result.shots)} shots, "
+                   f"cast on screen: {', '.join(named) or 'nobody'}; {result.unknown_count} unknown")
         for path in written:
             click.echo(f"  wrote {printable(path)}")
 

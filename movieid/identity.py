@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import IdentityConfig
-from .records import UNKNOWN_PREFIX, Appearance, Cast, ShotFaces, ShotPeople, unit
+from .records import UNKNOWN_PREFIX, Appearance, Cast, ShotFaces, ShotPeople, Track, unit
 from .tracks import split_changes
 
 
@@ -43,13 +43,13 @@ from .tracks import split_changes
 FULL_CONTRAST = 20.0
 
 
-def shortfall(track) -> np.ndarray:
+def shortfall(track: Track) -> np.ndarray:
     """[faces]: how far each face's contrast falls short of ``FULL_CONTRAST`` (0: enough, 1: none)."""
     return np.array([0.0 if f.contrast is None else max(0.0, 1.0 - f.contrast / FULL_CONTRAST)
                      for f in track.faces], np.float32)
 
 
-def evidence(cast: Cast, track, confidence_margin: float) -> np.ndarray:
+def evidence(cast: Cast, track: Track, confidence_margin: float) -> np.ndarray:
     """[faces, members]: each face's similarity to each member (``Cast.track_similarities``), less
     up to one confidence margin for a face of low contrast, in proportion to its ``shortfall`` (a
     face of no contrast at all needs a margin more to be named)."""
@@ -155,6 +155,18 @@ def _claims(people: list[_Person], seen_together: np.ndarray, threshold: float,
     return claims
 
 
+def _split(shot: ShotFaces, cast: Cast, threshold: float, confidence_margin: float) -> list[tuple[Track, np.ndarray]]:
+    """The shot's tracks, each cut where the cast says its person changes (``split_changes``),
+    with each part's ``evidence`` [faces, members]."""
+    parts = []
+    for track in shot.tracks:
+        sims = evidence(cast, track, confidence_margin)
+        for part in split_changes(track, sims, threshold):
+            whole = part == slice(0, len(track.faces))
+            parts.append((track if whole else Track(track.faces[part]), sims[part]))
+    return parts
+
+
 def identify(shots: list[ShotFaces], cast: Cast, threshold: float,
              min_confidence: float = IdentityConfig.min_confidence, cluster_threshold: float | None = None,
              confidence_margin: float | None = None) -> tuple[list[ShotPeople], int]:
@@ -162,18 +174,18 @@ def identify(shots: list[ShotFaces], cast: Cast, threshold: float,
     ``threshold``, ``cluster_threshold`` and ``confidence_margin`` are the backend's."""
     cluster_threshold = cluster_threshold_for(threshold) if cluster_threshold is None else cluster_threshold
     confidence_margin = confidence_margin_for(threshold) if confidence_margin is None else confidence_margin
-    shots = [ShotFaces(shot.shot, shot.keyframes,
-                       tuple(part for track in shot.tracks
-                             for part in split_changes(track, evidence(cast, track, confidence_margin), threshold)))
-             for shot in shots]
+    split = [_split(shot, cast, threshold, confidence_margin) for shot in shots]
+    shots = [ShotFaces(shot.shot, shot.keyframes, tuple(track for track, _ in parts))
+             for shot, parts in zip(shots, split)]
     # Tracks in order of appearance: shot by shot, left to right.
     keys = [(s, k) for s, shot in enumerate(shots)
             for k in sorted(range(len(shot.tracks)), key=lambda k: shot.tracks[k].center_x)]
     tracks = [shots[s].tracks[k] for s, k in keys]
-    face_sims = {key: evidence(cast, track, confidence_margin) for key, track in zip(keys, tracks)}
+    face_sims = {(s, k): split[s][k][1] for s, k in keys}
     apart = _sharing_a_frame(shots, keys)
     discount = np.array([confidence_margin * float(shortfall(t).mean()) for t in tracks], np.float32)
-    clusters = cluster_tracks(np.stack([t.embedding for t in tracks]), apart, cluster_threshold, discount) if tracks else []
+    clusters = (cluster_tracks(np.stack([t.embedding for t in tracks]), apart, cluster_threshold, discount)
+                if tracks else [])
     people = []
     for cluster in clusters:
         members = [keys[i] for i in cluster]

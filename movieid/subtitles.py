@@ -4,8 +4,8 @@ Every track (captions, audio description) goes through ``layout``: a text is bro
 boundaries into lines of at most ``max_chars`` characters, at most ``max_lines`` lines a
 cue (a longer text becomes consecutive cues sharing its time), and a cue stays on screen
 for at least ``min_duration`` seconds where the next item leaves room (see ``layout``); a
-cue that would start before the previous one ends is moved after it, so cues never overlap. The files themselves are written by
-the ``srt`` and ``webvtt`` libraries.
+cue that would start before the previous one ends is moved after it, so cues never overlap.
+The files themselves are written by the ``srt`` and ``webvtt`` libraries.
 """
 from __future__ import annotations
 

@@ -65,26 +65,28 @@ def link(faces: list[Face], threshold: float) -> tuple[Track, ...]:
     return tuple(Track(tuple(track)) for track in tracks)
 
 
-def split_changes(track: Track, member_similarities: np.ndarray, threshold: float) -> tuple[Track, ...]:
-    """``track`` cut where the cast says its person changes, in order (itself if nowhere): at the
-    cut where the faces before and after are least alike, among the cuts where they are not alike
-    at ``threshold`` and each side on its own is another member's (``member_similarities``
-    [faces, members]: each side's closest member by mean similarity reaches the threshold, and the
-    two differ). The parts are cut again the same way. Faces only unlike the rest (turned,
-    blurred, or someone outside the cast) are left to the linker's judgement: on embeddings alone
-    a profile of the same person can be as far from the frontal face as another person is."""
+def split_changes(track: Track, member_similarities: np.ndarray, threshold: float) -> list[slice]:
+    """The parts of ``track`` (as ranges of its faces, in order; one part if it is not cut) where
+    the cast says its person changes: a cut goes where the faces before and after are least
+    alike, among the cuts where they are not alike at ``threshold`` and each side on its own is
+    another member's (``member_similarities`` [faces, members]: each side's closest member by
+    mean similarity reaches the threshold, and the two differ). The parts are cut again the same
+    way. Faces only unlike the rest (turned, blurred, or someone outside the cast) are left to
+    the linker's judgement: on embeddings alone a profile of the same person can be as far from
+    the frontal face as another person is."""
     embeddings = np.stack([f.embedding for f in track.faces])
-    cut = None
-    for k in range(1, len(track.faces)):
-        alike = float(unit(embeddings[:k].mean(axis=0)) @ unit(embeddings[k:].mean(axis=0)))
-        if (alike < threshold and _other_members(member_similarities[:k], member_similarities[k:], threshold)
-                and (cut is None or alike < cut[0])):
-            cut = (alike, k)
-    if cut is None:
-        return (track,)
-    k = cut[1]
-    return (split_changes(Track(track.faces[:k]), member_similarities[:k], threshold)
-            + split_changes(Track(track.faces[k:]), member_similarities[k:], threshold))
+
+    def parts(begin: int, end: int) -> list[slice]:
+        cut = None
+        for k in range(begin + 1, end):
+            alike = float(unit(embeddings[begin:k].mean(axis=0)) @ unit(embeddings[k:end].mean(axis=0)))
+            if (alike < threshold and _other_members(member_similarities[begin:k], member_similarities[k:end],
+                                                     threshold)
+                    and (cut is None or alike < cut[0])):
+                cut = (alike, k)
+        return [slice(begin, end)] if cut is None else parts(begin, cut[1]) + parts(cut[1], end)
+
+    return parts(0, len(track.faces))
 
 
 def _other_members(before: np.ndarray, after: np.ndarray, threshold: float) -> bool:

@@ -148,11 +148,11 @@ def probe(path: str | Path) -> Film:
     stream_start = float(stream.get("start_time") or fmt_start)
     start_offset = max(0.0, stream_start - fmt_start)
 
-    reader_kind, timestamps = _frame_timestamps(path, container, stream, float(rate))
+    nominal = 1.0 / float(rate)
+    reader_kind, timestamps = _frame_timestamps(path, container, stream, nominal)
     if len(timestamps) == 0:
         raise MovieIdError("video stream has no frames", path)
     _check_complete(path, stream, fmt, info.get("streams") or [], timestamps)
-    nominal = 1.0 / float(rate)
     timestamps = _playback_times(path, container, timestamps, nominal)
     # decord reports float32 seconds; 0.1 ms steps are finer than any frame rate needs.
     timestamps = np.round(timestamps + start_offset, 4)
@@ -175,7 +175,7 @@ def probe(path: str | Path) -> Film:
 DECORD_CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "flv", "asf"}
 
 
-def _frame_timestamps(path: Path, container: str, stream: dict, rate: float) -> tuple[str, np.ndarray]:
+def _frame_timestamps(path: Path, container: str, stream: dict, nominal: float) -> tuple[str, np.ndarray]:
     """Frame start times relative to the video stream start, and which reader gives them.
 
     An MP4 edit list can hide frames before the part that is presented. decord then lists
@@ -201,7 +201,7 @@ def _frame_timestamps(path: Path, container: str, stream: dict, rate: float) -> 
             if not (ts < -5e-4).any():
                 return "decord", ts
             log.info("%s has frames hidden by an edit list; reading it through ffmpeg", path)
-    return "ffmpeg", _ffprobe_frame_times(path, stream, rate)
+    return "ffmpeg", _ffprobe_frame_times(path, stream, nominal)
 
 
 _DECORD_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+\.(?:cc|h):\d+: ")
@@ -291,10 +291,10 @@ def _tag_seconds(stream: dict, name: str) -> float | None:
         return None
 
 
-def _ffprobe_frame_times(path: Path, stream: dict, rate: float) -> np.ndarray:
+def _ffprobe_frame_times(path: Path, stream: dict, step: float) -> np.ndarray:
     """Decode once with ffprobe to learn each frame's time (packet counts can differ). A frame
-    without a timestamp (a raw H.264 or HEVC stream carries none) comes one frame at the
-    stream's nominal ``rate`` after the one before, as players show it."""
+    without a timestamp (a raw H.264 or HEVC stream carries none) comes ``step`` (the nominal
+    frame duration) after the one before, as players show it."""
     out = _run_ffprobe(path, ["-threads", "0", "-select_streams", str(stream.get("index", 0)),
                               "-show_entries", "frame=best_effort_timestamp_time", "-of", "json"])
     try:
@@ -310,7 +310,6 @@ def _ffprobe_frame_times(path: Path, stream: dict, rate: float) -> np.ndarray:
     known = [i for i, t in enumerate(times) if t is not None]
     if not times:
         return np.zeros(0)
-    step = 1.0 / rate
     filled = np.empty(len(times))
     previous = times[known[0]] - (known[0] + 1) * step if known else -step
     for i, t in enumerate(times):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import common, progress_bars, setup_logging
+from .common import common, echo, progress_bars, setup_logging
 from .options import build_config, pipeline_options, shot_config, shot_options
 
 ANNOTATE_EPILOG = """\b
@@ -48,10 +48,10 @@ def annotate(film, cast_dir, output, overwrite, verbose, quiet, **pipeline):
         written = write_annotation(document(result), paths, config.outputs, film.path, progress)
     if not quiet:
         named = sorted({p.name for s in result.shots for p in s.people.people if p.name})
-        click.echo(f"{printable(film.path.name)}: {len(result.shots)} shots, "
+        echo(f"{printable(film.path.name)}: {len(result.shots)} shots, "
                    f"cast on screen: {', '.join(named) or 'nobody'}; {result.unknown_count} unknown")
         for path in written:
-            click.echo(f"  wrote {printable(path)}")
+            echo(f"  wrote {printable(path)}")
 
 
 @click.command(epilog="\b\nExamples:\n  movieid shots film.mp4\n  movieid shots film.mp4 --json > shots.json"
@@ -76,10 +76,10 @@ def shots(film, as_json, detector, threshold, min_shot_len, max_shot_len, verbos
     if as_json:
         click.echo(json.dumps({"film": film_json(info), "shots": [shot_json(s) for s in found]}, indent=2))
         return
-    click.echo(f"{'shot':>5}  {'start':>12}  {'end':>12}  {'frames':>13}  {'seconds':>8}")
+    echo(f"{'shot':>5}  {'start':>12}  {'end':>12}  {'frames':>13}  {'seconds':>8}")
     for s in found:
         part = f"  (part {s.part}/{s.parts})" if s.parts > 1 else ""
-        click.echo(f"{s.index:>5}  {format_time(s.start):>12}  {format_time(s.end):>12}  "
+        echo(f"{s.index:>5}  {format_time(s.start):>12}  {format_time(s.end):>12}  "
                    f"{s.start_frame:>6}-{s.end_frame - 1:<6}  {s.duration:8.3f}{part}")
     if not quiet:
-        click.echo(f"{len(found)} shots in {format_time(info.duration)}", err=True)
+        echo(f"{len(found)} shots in {format_time(info.duration)}", err=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import common, progress_bars, setup_logging
+from .common import common, echo, progress_bars, setup_logging
 from .options import build_config, pipeline_options
 
 BATCH_EPILOG = """\b
@@ -50,13 +50,13 @@ def batch(source, output, cast_dir, ray_address, retry_failed, keep_going, verbo
     with progress_bars(quiet) as progress:
         summary = run_batch(Path(source), output, cast_dir, options, progress)
     if not quiet:
-        click.echo(f"{'done':>8} {'skipped':>8} {'failed':>8} {'time':>13}")
-        click.echo(f"{summary.done:>8} {summary.skipped:>8} {summary.failed + summary.failed_before:>8} "
+        echo(f"{'done':>8} {'skipped':>8} {'failed':>8} {'time':>13}")
+        echo(f"{summary.done:>8} {summary.skipped:>8} {summary.failed + summary.failed_before:>8} "
                    f"{format_time(summary.seconds):>13}")
         for key, reason in summary.failures[:20]:
-            click.echo(f"  failed: {printable(key)}: {reason}")
+            echo(f"  failed: {printable(key)}: {reason}")
         if summary.failed_before:
-            click.echo(f"  ({summary.failed_before} failed in an earlier run; --retry-failed retries them)")
+            echo(f"  ({summary.failed_before} failed in an earlier run; --retry-failed retries them)")
     if not summary.ok:
         sys.exit(1)
 
@@ -82,6 +82,6 @@ def batch_status(output, as_json, verbose, quiet):
     width = max([len(k) for k in keys] + [4])
     for e, key in zip(entries, keys):
         seconds = "" if e.seconds is None else f"{e.seconds:8.1f}s"
-        click.echo(f"{e.state:<11} {key:<{width}} {seconds:>9}  {e.reason or ''}".rstrip())
+        echo(f"{e.state:<11} {key:<{width}} {seconds:>9}  {e.reason or ''}".rstrip())
     counts = summarise(entries)
-    click.echo(", ".join(f"{n} {state}" for state, n in counts.items()), err=True)
+    echo(", ".join(f"{n} {state}" for state, n in counts.items()), err=True)

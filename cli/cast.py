@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import common, progress_bars, setup_logging
+from .common import common, echo, progress_bars, setup_logging
 from .options import _built, face_options, shot_config, shot_options
 
 
@@ -27,23 +27,28 @@ def cast_check(cast_dir, face_backend, face_models, cache_dir, as_json, verbose,
     Exits 1 when a photo cannot be used (no face, several faces, not an image).
     """
     setup_logging(verbose, quiet)
-    from movieid.cast import check_photos, discover
+    from movieid.cast import check_photos, discover, same_faces
+    from movieid.errors import printable
     from movieid.faces import load_backend
 
     entries = discover(cast_dir)
     backend = load_backend(face_backend, face_models)
     checks = check_photos(entries, backend, cache_dir)
-    rows = [{"name": c.name, "photo": str(c.path), "faces": c.faces, "status": c.problem or "ok"} for c in checks]
-    problems = sum(c.problem is not None for c in checks)
+    also = {id(check): problem for check, problem in same_faces(checks)}  # as annotate refuses them
+    rows = [{"name": c.name, "photo": str(c.path), "faces": c.faces, "status": c.problem or also.get(id(c), "ok")}
+            for c in checks]
+    problems = sum(r["status"] != "ok" for r in rows)
     if as_json:
         click.echo(json.dumps({"cast": str(cast_dir), "face_backend": backend.name, "photos": rows}, indent=2))
     else:
-        width = max(len(r["name"]) for r in rows)
-        for r in rows:
-            click.echo(f"{r['name']:<{width}}  {r['faces']:>2} face{'s' if r['faces'] != 1 else ' '}  "
+        # names and paths as a terminal may be shown them: control characters escaped
+        shown = [{**r, "name": printable(r["name"]), "photo": printable(r["photo"])} for r in rows]
+        width = max(len(r["name"]) for r in shown)
+        for r in shown:
+            echo(f"{r['name']:<{width}}  {r['faces']:>2} face{'s' if r['faces'] != 1 else ' '}  "
                        f"{r['status']:<4}  {r['photo']}")
         if not quiet:
-            click.echo(f"{len(entries)} people, {len(rows)} photos, {problems} problem"
+            echo(f"{len(entries)} people, {len(rows)} photos, {problems} problem"
                        f"{'s' if problems != 1 else ''} ({backend.name})", err=True)
     if problems:
         sys.exit(1)
@@ -96,7 +101,7 @@ def cast_suggest(film, output, cast_dir, photos, min_shots, overwrite, detector,
                              progress=progress)
     if not quiet:
         for s in found:
-            click.echo(f"{s.label}: {len(s.photos)} photo{'s' if len(s.photos) != 1 else ''}, on screen "
+            echo(f"{s.label}: {len(s.photos)} photo{'s' if len(s.photos) != 1 else ''}, on screen "
                        f"{s.seconds:.1f} s in {s.shots} shot{'s' if s.shots != 1 else ''} -> {s.folder}")
-        click.echo(f"{len(found)} {'person' if len(found) == 1 else 'people'} suggested; contact sheet "
+        echo(f"{len(found)} {'person' if len(found) == 1 else 'people'} suggested; contact sheet "
                    f"{output / 'index.html'}", err=True)

@@ -9,11 +9,42 @@ import warnings
 import click
 
 
+def echo(text: str = "", err: bool = False) -> None:
+    """Lines of a command's output on a terminal, with any control character but the line breaks
+    shown escaped: a cast folder named ``Evil\\e]0;pwned\\a`` must not set the terminal's title. A
+    value that may hold a newline (a file name) is escaped where it is put in (``printable``).
+    JSON output needs no such care: ``json.dumps`` escapes them itself."""
+    from movieid.errors import printable
+
+    click.echo("\n".join(printable(line) for line in str(text).split("\n")), err=err)
+
+
+class _TerminalLog(logging.Handler):
+    """Log lines on stderr: written above any progress bar (``tqdm.write`` clears the bars and
+    draws them again below, where a plain write would overwrite a bar and leave it frozen), with
+    the control characters of the names they quote escaped."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        import sys
+
+        from tqdm import tqdm
+
+        from movieid.errors import printable
+
+        try:
+            text = "\n".join(printable(line) for line in self.format(record).split("\n"))
+            tqdm.write(text, file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
 def setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     if quiet:
         level = logging.ERROR
-    logging.basicConfig(level=level, format="movieid: %(levelname)s: %(message)s", force=True)
+    handler = _TerminalLog()
+    handler.setFormatter(logging.Formatter("movieid: %(levelname)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.captureWarnings(True)
     if verbose < 2:
         warnings.filterwarnings("ignore")

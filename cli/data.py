@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .common import common, setup_logging
+from .common import common, echo, setup_logging
 
 DATA_EPILOG = """\b
 Examples:
@@ -36,7 +36,7 @@ def _check_output(output: Path, overwrite: bool) -> None:
 
 def _report(summary, quiet: bool) -> None:
     if not quiet:
-        click.echo(f"{summary.output}: {summary.captions} caption and {summary.locations} location samples, "
+        echo(f"{summary.output}: {summary.captions} caption and {summary.locations} location samples, "
                    f"{summary.images} images written; {summary.skipped} without a named person")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import common, setup_logging
+from .common import common, echo, setup_logging
 
 MMID_EPILOG = """\b
 Examples:
@@ -65,7 +65,7 @@ def mmid(benchmark, images_dir, predictions, model, variant, device, batch_size,
         answered, failed = answer_benchmark(model_answerer(vlm, max_new_tokens), bench, images_dir, predictions,
                                             batch_size, load_rgb, progress)
         if not quiet:
-            click.echo(f"answered {answered} items" + (f", {failed} failed (see 'error' in {predictions})"
+            echo(f"answered {answered} items" + (f", {failed} failed (see 'error' in {predictions})"
                                                        if failed else "") + f" -> {predictions}", err=True)
     elif not predictions.is_file():
         raise click.UsageError(f"{predictions} does not exist (give --model to answer the benchmark)")
@@ -75,6 +75,6 @@ def mmid(benchmark, images_dir, predictions, model, variant, device, batch_size,
                       cache=predictions.with_name(predictions.name + ".judge.jsonl"))
     report = score(bench, read_predictions(predictions), images_dir, judge, judge.info if judge else None,
                    judge_workers, progress)
-    click.echo(report.table())
+    echo(report.table())
     if json_path:
         json_path.write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")

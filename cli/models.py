@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .common import FiniteFloat, common, setup_logging
+from .common import FiniteFloat, common, echo, setup_logging
 
 
 @click.group()
@@ -28,4 +28,4 @@ def models_download(what, name, root, timeout, sha256, verbose, quiet):
     from movieid.faces.insightface_backend import download_pack
 
     path = download_pack(name=name, root=root, timeout=timeout, progress=not quiet, sha256=sha256)
-    click.echo(f"{what} pack {name} ready in {path}")
+    echo(f"{what} pack {name} ready in {path}")

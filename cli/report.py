@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .common import FiniteFloat, common, progress_bars, setup_logging
+from .common import FiniteFloat, common, echo, progress_bars, setup_logging
 
 REPORT_EPILOG = """\b
 Examples:
@@ -48,4 +48,4 @@ def report(annotation, film, output, overwrite, min_duration, verbose, quiet):
         written = write_outputs(doc, paths, overwrite, TrackStyle(min_duration=min_duration), film=film,
                                 progress=progress)
     if not quiet:
-        click.echo(f"wrote {written[0]}")
+        echo(f"wrote {written[0]}")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .common import FiniteFloat, common, setup_logging
+from .common import FiniteFloat, common, echo, setup_logging
 
 TRAIN_EPILOG = """\b
 Examples:
@@ -79,11 +79,11 @@ def train(verbose, quiet, lora_targets, **options):
     if quiet:
         return
     if summary.already_done:
-        click.echo(f"{summary.output}: this run already finished ({summary.steps} steps)")
+        echo(f"{summary.output}: this run already finished ({summary.steps} steps)")
         return
     if summary.files:
         resumed = f", resumed at step {summary.resumed_from}" if summary.resumed_from else ""
-        click.echo(f"{summary.output}: {summary.steps} steps{resumed}, final loss {summary.final_loss:.4f}"
+        echo(f"{summary.output}: {summary.steps} steps{resumed}, final loss {summary.final_loss:.4f}"
                    if summary.final_loss is not None else f"{summary.output}: {summary.steps} steps{resumed}")
         if summary.skipped:
-            click.echo(f"  {summary.skipped} bad samples left out (listed in {summary.output / 'skipped.jsonl'})")
+            echo(f"  {summary.skipped} bad samples left out (listed in {summary.output / 'skipped.jsonl'})")

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from importlib import resources
@@ -24,12 +25,12 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .errors import MovieIdError, first_line
+from .errors import MovieIdError, first_line, has_control_characters
 from .faces.base import FaceBackend
 from .files import check_input_file, default_cache_dir, sha256_file, write_file
 from .models.errors import InputError
 from .models.images import load_rgb
-from .records import Box, Cast, CastMember, ReferencePhoto
+from .records import UNKNOWN_PREFIX, Box, Cast, CastMember, ReferencePhoto
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,27 @@ def person_name(text: str) -> str:
     """A cast name as one string per person: trimmed and in Unicode NFC, so "Zoë" typed on
     one keyboard (NFC) and read from a macOS folder name (NFD) are the same person."""
     return unicodedata.normalize("NFC", text).strip()
+
+
+# A stranger's label as a name would be confused with the film's strangers ("Unknown 2" is
+# whoever the film shows second among the people not in the cast): it is reserved.
+_STRANGER_LABEL = re.compile(rf"{UNKNOWN_PREFIX}\s*\d+", re.IGNORECASE)
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a cast name, or None. Names go verbatim into subtitles, WebVTT,
+    CSV, timelines and model prompts: no control characters and no ``<`` or ``>`` (markup,
+    a model's image tags such as ``<img>``, a cue's ``-->``); none named like a stranger's label."""
+    if not name:
+        return "an empty name"
+    if has_control_characters(name):
+        return f"the name '{name}' holds control characters"
+    if "<" in name or ">" in name:
+        return f"the name {name!r} holds '<' or '>' (a name cannot carry markup or a model's image tags)"
+    if _STRANGER_LABEL.fullmatch(name):
+        return (f"the name {name!r} is a stranger's label (Unknown n): rename the folder to the "
+                "person's name")
+    return None
 
 
 def _name_from_file(path: Path) -> str:
@@ -211,6 +233,10 @@ def discover(root: str | Path) -> list[CastEntry]:
                            "(or .png/.webp) or a cast.yaml", root)
     seen: dict[str, str] = {}
     for entry in entries:
+        for name in (entry.name, *entry.aliases):
+            problem = name_problem(name)
+            if problem is not None:
+                raise MovieIdError(problem, manifest or root / name)
         key = entry.name.casefold()
         if key in seen:
             raise MovieIdError(f"cast lists {entry.name!r} twice", root)
@@ -342,7 +368,10 @@ def load_cast(root: str | Path, backend: FaceBackend, strict: bool = True, cache
             log.warning("cast member %r has no usable photo and is left out", entry.name)
     if not members:
         raise MovieIdError("no cast member has a usable reference photo", root)
-    _check_one_face_one_member(members, strict)
+    for check, problem in same_faces(checks):
+        if strict:
+            raise MovieIdError(problem, check.path)
+        log.warning("%s: %s", check.path, problem)
     key = cast_digest([(m.name, m.aliases, [p.sha256 for p in m.photos]) for m in members], backend.model_id)
     return Cast(root=root, members=tuple(members), face_model=backend.model_id, key=key)
 
@@ -350,19 +379,19 @@ def load_cast(root: str | Path, backend: FaceBackend, strict: bool = True, cache
 SAME_FACE = 0.99  # photos this alike are one picture (a copy, resized or re-encoded), not two
 
 
-def _check_one_face_one_member(members: list[CastMember], strict: bool) -> None:
-    """One picture under two members' names leaves neither nameable (each is the other's
-    runner-up, at no margin): an error (``strict``) or a warning naming both photos."""
-    for i, a in enumerate(members):
-        for b in members[i + 1:]:
-            sims = a.embeddings @ b.embeddings.T
-            j, k = np.unravel_index(int(np.argmax(sims)), sims.shape)
-            if sims[j, k] >= SAME_FACE:
-                problem = (f"the same face as {a.name}'s photo {a.photos[j].path.name} (one picture under "
-                           f"two names: neither can be named)")
-                if strict:
-                    raise MovieIdError(problem, b.photos[k].path)
-                log.warning("%s: %s", b.photos[k].path, problem)
+def same_faces(checks: list[PhotoCheck]) -> list[tuple[PhotoCheck, str]]:
+    """Photos of one member that show the same face as another member's photo, with the problem:
+    one picture under two names leaves neither nameable (each is the other's runner-up, at no
+    margin). ``load_cast`` refuses them (a warning without strict), ``cast check`` lists them."""
+    usable = [c for c in checks if c.face is not None]
+    found = []
+    for i, b in enumerate(usable):
+        for a in usable[:i]:
+            if a.name != b.name and float(a.face.embedding @ b.face.embedding) >= SAME_FACE:
+                found.append((b, f"the same face as {a.name}'s photo {a.path.name} (one picture under "
+                                 f"two names: neither can be named)"))
+                break
+    return found
 
 
 def count_photos(entries: Iterable[CastEntry]) -> int:

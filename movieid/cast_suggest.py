@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -24,20 +25,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MovieIdError
+from .errors import MovieIdError, shell_command
 from .faces import FaceBackend
 from .progress import Progress, report
-from .records import Film
+from .records import UNKNOWN_PREFIX, Film
 from .video import FrameReader, format_time
 
 log = logging.getLogger(__name__)
 
-UNKNOWN_PREFIX = "Unknown"
 PRESELECT = 16            # largest faces of a person whose pixels are looked at
 MARGINS = (0.6, 0.3)      # crop margin around the face box (fraction of its size), tried in order
 MIN_CROP_FACE = 160       # crops are enlarged so the face is at least this many pixels
 JPEG_QUALITY = 92
 INDEX = "index.html"
+PHOTO_NAME = re.compile(r"\d+-shot\d+-frame\d+\.jpg")  # the crops a suggestion writes (never a member's)
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,10 @@ class _Candidate:
         return min(x2 - x1, y2 - y1)
 
 
-def recurring_unknowns(doc: dict, min_shots: int = 2) -> list[tuple[str, float, int, float, list[_Candidate]]]:
+def recurring_unknowns(doc: dict, min_shots: int = 2) -> tuple[list[tuple[str, float, int, float, list[_Candidate]]],
+                                                                 list[str]]:
     """(label, screen seconds, shots, first seen, faces) of each Unknown label seen in at
-    least ``min_shots`` cuts, most screen time first."""
+    least ``min_shots`` cuts, most screen time first; and the labels seen in fewer cuts."""
     found: dict[str, dict] = {}
     for shot in doc["shots"]:
         for name in shot["names"]:
@@ -79,7 +81,8 @@ def recurring_unknowns(doc: dict, min_shots: int = 2) -> list[tuple[str, float, 
                                for f in shot["faces"] if f["name"] == name]
     rows = [(label, e["seconds"], e["shots"], e["first"], e["faces"]) for label, e in found.items()
             if len(e["cuts"]) >= min_shots]
-    return sorted(rows, key=lambda r: (-r[1], r[3]))
+    rare = [label for label, e in found.items() if len(e["cuts"]) < min_shots]
+    return sorted(rows, key=lambda r: (-r[1], r[3])), rare
 
 
 def _crop(frame: np.ndarray, box, margin: float) -> np.ndarray:
@@ -178,14 +181,37 @@ def pick_photos(faces: list[_Candidate], reader: FrameReader, backend: FaceBacke
 
 
 def check_targets(out: Path, labels: list[str], overwrite: bool) -> None:
+    """Refuse to replace what exists without ``overwrite``, and with it, any folder holding files a
+    suggestion did not write: a cast member's photos (a known cast given as the output) stay."""
     for target in [out / label for label in labels] + [out / INDEX]:
         if target.exists() and not overwrite:
             raise MovieIdError("output exists (pass --overwrite to replace it)", target)
+        if target.is_dir() and any(not PHOTO_NAME.fullmatch(f.name) for f in target.iterdir()):
+            raise MovieIdError("holds files that are not suggested photos (a cast member's?); "
+                               "move it away to replace it", target)
+
+
+def check_writable(out: Path) -> None:
+    """Fail before the film is analysed, not after, when ``out`` cannot take the suggestions."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as exc:
+        raise MovieIdError(f"cannot write the suggestions ({exc.strerror or exc})", out) from None
+
+
+def next_step(film: Path, out: Path, known_cast: Path | None) -> tuple[str, str | None]:
+    """The command that annotates the film with the renamed folders, and the folder they must
+    first be moved into when they are not in the known cast's folder (the suggestions alone
+    hold only the new people). Every path is quoted for a POSIX shell."""
+    cast = out if known_cast is None else known_cast
+    merge = None if known_cast is None or Path(known_cast).resolve() == out.resolve() else str(known_cast)
+    return shell_command("movieid", "annotate", film, "--cast", cast), merge
 
 
 def write_suggestions(doc: dict, film: Film, out: str | Path, backend: FaceBackend | None = None,
                       count: int = 3, min_shots: int = 2, overwrite: bool = False,
-                      progress: Progress = None) -> list[Suggestion]:
+                      progress: Progress = None, known_cast: str | Path | None = None) -> list[Suggestion]:
     """Write ``OUT/<Unknown n>/`` folders and the ``OUT/index.html`` contact sheet.
 
     Everything is written into a temporary folder in ``out`` first and moved into place at
@@ -196,8 +222,11 @@ def write_suggestions(doc: dict, film: Film, out: str | Path, backend: FaceBacke
     from .report import data_uri, render_page
 
     out = Path(out)
-    people = recurring_unknowns(doc, min_shots)
+    people, rare = recurring_unknowns(doc, min_shots)
     check_targets(out, [p[0] for p in people], overwrite)
+    if rare:
+        log.warning("%s: %d %s seen in fewer than %d cuts not suggested (%s)", film.path, len(rare),
+                    "person" if len(rare) == 1 else "people", min_shots, ", ".join(rare))
     try:
         out.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".movieid-suggest-", dir=out))
@@ -228,9 +257,11 @@ def write_suggestions(doc: dict, film: Film, out: str | Path, backend: FaceBacke
                 sheet.append({"label": label, "seconds": seconds, "shots": shots,
                               "first": format_time(first), "photos": thumbs})
         title = doc["film"].get("title") or Path(doc["film"]["path"]).name
+        command, merge = next_step(Path(film.path), out, None if known_cast is None else Path(known_cast))
         (staging / INDEX).write_text(render_page("contact_sheet.html.j2", title=title, people=sheet,
                                                  cast=[m["name"] for m in doc["cast"]["members"]],
-                                                 out=str(out), film_path=str(film.path)), encoding="utf-8")
+                                                 out=str(out), command=command, merge=merge, rare=rare,
+                                                 min_shots=min_shots), encoding="utf-8")
         for item in sorted(staging.iterdir()):
             target = out / item.name
             if target.is_dir():
@@ -258,6 +289,7 @@ def suggest_cast(film: str | Path, out: str | Path, known_cast: str | Path | Non
     config = config or Config()
     info = probe(film)
     check_targets(Path(out), [], overwrite)
+    check_writable(Path(out))
     doc = document(annotate(info, known_cast, config, progress))
     backend = load_backend(config.faces.backend, config.faces.models)
-    return write_suggestions(doc, info, out, backend, count, min_shots, overwrite, progress)
+    return write_suggestions(doc, info, out, backend, count, min_shots, overwrite, progress, known_cast)

@@ -7,11 +7,13 @@ exits 1; anything else escaping the pipeline is a bug and keeps its traceback un
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 from .models.errors import InputError, first_line
 
-__all__ = ["InputError", "MovieIdError", "first_line", "internal_error", "missing_dependency", "printable"]
+__all__ = ["InputError", "MovieIdError", "first_line", "internal_error", "has_control_characters", "missing_dependency",
+           "printable", "shell_command"]
 
 # C0 and C1 controls (newline, tab, ESC, ...) and Unicode's line and paragraph separators: every
 # character after which ``str.splitlines`` breaks a line, or that a terminal acts on.
@@ -31,6 +33,16 @@ class MovieIdError(InputError):
 
     def __init__(self, problem: str, path: str | Path | None = None):
         super().__init__(printable(problem), None if path is None else printable(path))
+
+
+def shell_command(*words: str | Path) -> str:
+    """A command line to show a user for pasting into a POSIX shell: every word quoted as needed
+    (a film named ``My Film.mp4`` or ``$(rm -rf ~).mp4`` stays one harmless argument)."""
+    return shlex.join(str(w) for w in words)
+
+
+def has_control_characters(text: str) -> bool:
+    return _CONTROL.search(text) is not None
 
 
 def internal_error(exc: BaseException) -> str:

@@ -1,0 +1,118 @@
+"""Hostile inputs, round three (issue 20): what a file someone shares can make movieid do, and what
+a newcomer trips on. Each case runs the real command line (``test_faults.movieid``) or the writer
+a user's file reaches, and checks it against something outside this code: a POSIX shell, the
+``srt``/``webvtt``/``csv``/OpenTimelineIO readers, a terminal's view of the bytes."""
+from __future__ import annotations
+
+import html
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .test_faults import archive, assert_clean, film, movieid, one_person_cast  # noqa: F401 - fixtures
+
+ESC = "\x1b"
+
+
+def _page_code(page: Path) -> list[str]:
+    return [html.unescape(c) for c in re.findall(r"<code>(.*?)</code>", page.read_text(encoding="utf-8"), re.S)]
+
+
+def _embedded(cache: Path) -> list[Path]:
+    """Cast embeddings in a cache folder (the face model that loading a backend builds aside)."""
+    return [p for p in cache.rglob("*") if p.is_file() and "models" not in p.relative_to(cache).parts]
+
+
+# ----------------------------------------------------------------------------- 1. shell commands we print
+
+def test_the_cast_suggestion_page_quotes_the_film_and_names_the_cast_that_works(film, package_cast, tmp_path):
+    films = tmp_path / "films"
+    films.mkdir()
+    hostile = films / "$(touch PWNED);x`touch PWNED2` My Film.mp4"
+    shutil.copy(film, hostile)
+    known = one_person_cast(package_cast, tmp_path / "known", "Ross")   # the film shows Rachel
+    out = tmp_path / "suggested"
+    run = movieid("cast", "suggest", hostile, "--cast", known, "-o", out, "--min-shots", "1", "--face-backend", "dlib",
+                  "--workers", "1", "-q", tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr
+    command = next(c for c in _page_code(out / "index.html") if c.startswith("movieid annotate"))
+    assert shlex.split(command) == ["movieid", "annotate", str(hostile), "--cast", str(known)]
+    # what a shell makes of it when pasted: the same words, and nothing run
+    words = subprocess.run(["bash", "-c", f"set -- {command}; printf '%s\\n' \"$@\""], cwd=tmp_path,
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    assert words == ["movieid", "annotate", str(hostile), "--cast", str(known)]
+    assert not list(tmp_path.glob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
+    assert str(known) in _page_code(out / "index.html")        # move the renamed folders there first
+
+
+# ----------------------------------------------------------------------------- 5. terminal escapes
+
+def test_names_and_paths_shown_on_a_terminal_are_escaped(film, package_cast, tmp_path):
+    cast = one_person_cast(package_cast, tmp_path / "cast")
+    (cast / f"Evil{ESC}]0;pwned\a").mkdir()                     # no photos: a warning names it
+    run = movieid("cast", "check", cast, tmp_path=tmp_path)
+    assert run.returncode == 0 and ESC not in run.stdout + run.stderr and "\a" not in run.stderr, run.stderr
+    assert "Evil\\x1b]0;pwned\\x07" in run.stderr
+    shutil.copy(film, tmp_path / f"a{ESC}[31mred.mp4")
+    for args in (("shots", tmp_path / f"a{ESC}[31mred.mp4"),
+                 ("annotate", tmp_path / f"a{ESC}[31mred.mp4", "--cast", cast, "-o", tmp_path / "out",
+                  "--face-backend", "dlib", "--workers", "1")):
+        run = movieid(*args, tmp_path=tmp_path)
+        assert run.returncode == 0, run.stderr
+        assert ESC not in run.stdout + run.stderr
+    assert "a\\x1b[31mred.mp4: 1 shots" in run.stdout          # annotate's summary names the film
+
+
+# ----------------------------------------------------------------------------- 9, 10, 11. cast names, one check
+
+@pytest.mark.parametrize("name, problem", [("Unknown 1", "stranger's label"), ("unknown  12", "stranger's label"),
+                                           ("A --> B", "'<' or '>'"), ("Eve <img>etc", "'<' or '>'")])
+def test_a_name_the_outputs_cannot_carry_is_refused_by_cast_check_and_annotate_before_any_work(
+        film, package_cast, tmp_path, name, problem):
+    cast = one_person_cast(package_cast, tmp_path / "cast")
+    shutil.copytree(package_cast / "Ross", cast / name)
+    for args in (("cast", "check", cast), ("annotate", film, "--cast", cast, "-o", tmp_path / "out",
+                                           "--face-backend", "dlib", "--workers", "1")):
+        run = movieid(*args, tmp_path=tmp_path)
+        assert_clean(run, 1, problem, name, out=tmp_path / "out")
+    assert not _embedded(tmp_path / "cache")                    # refused before any photo was embedded
+
+
+def test_cast_check_refuses_what_annotate_refuses_one_picture_under_two_names(package_cast, tmp_path):
+    cast = one_person_cast(package_cast, tmp_path / "cast", "Ross", "Rachel")
+    shutil.copytree(package_cast / "Ross", cast / "Ross Geller")
+    run = movieid("cast", "check", cast, tmp_path=tmp_path)
+    assert run.returncode == 1 and "the same face as" in run.stdout, run.stdout
+
+
+def test_overwrite_never_replaces_photos_a_suggestion_did_not_write(film, tmp_path):
+    out = tmp_path / "cast"
+    (out / "Unknown 1").mkdir(parents=True)
+    (out / "Unknown 1" / "portrait.jpg").write_bytes(b"a member's own photo")
+    run = movieid("cast", "suggest", film, "-o", out, "--min-shots", "1", "--overwrite", "--face-backend", "dlib",
+                  "--workers", "1", tmp_path=tmp_path)
+    assert_clean(run, 1, "not suggested photos", "Unknown 1")
+    assert (out / "Unknown 1" / "portrait.jpg").read_bytes() == b"a member's own photo"
+
+
+# ----------------------------------------------------------------------------- 17, 24. cast suggest says so early
+
+def test_cast_suggest_refuses_an_unwritable_output_before_the_analysis(film, package_cast, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    cast = one_person_cast(package_cast, tmp_path / "cast", "Ross")
+    run = movieid("cast", "suggest", film, "--cast", cast, "-o", tmp_path / "a-file" / "out", "--face-backend", "dlib",
+                  tmp_path=tmp_path)
+    assert_clean(run, 1, "cannot write the suggestions", "a-file")
+    assert not _embedded(tmp_path / "cache")                    # nothing was analysed, not even the cast
+
+
+def test_cast_suggest_says_who_it_leaves_out(film, tmp_path):
+    out = tmp_path / "cast"
+    run = movieid("cast", "suggest", film, "-o", out, "--face-backend", "dlib", "--workers", "1", tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "1 person seen in fewer than 2 cuts not suggested (Unknown 1)" in run.stderr
+    assert "Unknown 1" in (out / "index.html").read_text() and not (out / "Unknown 1").exists()

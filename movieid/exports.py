@@ -1,7 +1,8 @@
 """Exports for editors and data people, each a function of the annotation document.
 
 * CSV: one row per shot (index, start, end, start_frame, end_frame, names, caption), the
-  shape training-free audio-description pipelines read.
+  shape training-free audio-description pipelines read; ``names`` is a JSON list (a name may
+  hold any separator), and a cell a spreadsheet would run as a formula starts with a quote.
 * OpenTimelineIO: the film as one clip on a video track, one marker per shot (the names in
   the marker's name, the caption in its comment, the shot in its metadata), coloured by
   the shot's main person; OTIO's adapters turn it into an NLE's own format.
@@ -10,23 +11,32 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections import Counter
 from pathlib import Path
 
 CSV_COLUMNS = ("index", "start", "end", "start_frame", "end_frame", "names", "caption")
-NAME_SEPARATOR = "; "
+# What a spreadsheet takes for the start of a formula (OWASP's "CSV Injection" list): such a
+# cell gets a leading single quote, which spreadsheets show as text and do not evaluate.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # Marker colours for people in order of screen time; BLACK marks shots with nobody.
 PERSON_COLOURS = ("RED", "GREEN", "BLUE", "YELLOW", "CYAN", "MAGENTA", "ORANGE", "PURPLE", "PINK", "WHITE")
 NOBODY_COLOUR = "BLACK"
 
 
+def spreadsheet_text(cell: str) -> str:
+    """``cell`` as a spreadsheet shows it and never runs it (OWASP's CSV injection advice)."""
+    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
+
+
 def render_csv(doc: dict) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)  # a CR in a cell stays in it
     writer.writerow(CSV_COLUMNS)
     for s in doc["shots"]:
+        names = json.dumps(s["names"], ensure_ascii=False)
         writer.writerow([s["index"], f"{s['start']:.3f}", f"{s['end']:.3f}", s["start_frame"], s["end_frame"],
-                         NAME_SEPARATOR.join(s["names"]), s["caption"]])
+                         spreadsheet_text(names), spreadsheet_text(s["caption"])])
     return out.getvalue()
 
 
@@ -75,8 +85,9 @@ def render_otio(doc: dict) -> str:
     colours = person_colours(doc)
     clip = otio.schema.Clip(
         name=path.name,
-        media_reference=otio.schema.ExternalReference(target_url=otio.url_utils.url_from_filepath(
-            str(path.resolve())), available_range=span),
+        # an RFC 8089 file URL, percent-encoded (OTIO's url_from_filepath leaves "%20" in a name
+        # as it is, which reads back as a space)
+        media_reference=otio.schema.ExternalReference(target_url=path.resolve().as_uri(), available_range=span),
         source_range=span)
     for s in doc["shots"]:
         main = main_person(s)

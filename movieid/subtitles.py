@@ -5,10 +5,16 @@ boundaries into lines of at most ``max_chars`` characters, at most ``max_lines``
 cue (a longer text becomes consecutive cues sharing its time), and a cue stays on screen
 for at least ``min_duration`` seconds where the next item leaves room (see ``layout``); a
 cue that would start before the previous one ends is moved after it, so cues never overlap.
-The files themselves are written by the ``srt`` and ``webvtt`` libraries.
+The files themselves are written by the ``srt`` and ``webvtt`` libraries, and any text can be
+written: control characters and blank lines are taken out of cue text; WebVTT escapes ``&``, ``<``
+and ``>`` as its specification says (players would read ``<b>`` or ``<c.red>`` as markup, and
+``-->`` ends a cue's text); SRT has no escapes, and players read ``<b>``/``<font>`` tags in it, so
+its ``<`` and ``>`` become the look-alike ``‹`` and ``›``.
 """
 from __future__ import annotations
 
+import html
+import re
 import textwrap
 from dataclasses import dataclass
 from datetime import timedelta
@@ -150,11 +156,22 @@ def layout(items: Iterable[tuple[float, float, str, str | None]], style: TrackSt
     return cues
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")  # all but tab and newline
+_SRT_MARKUP = str.maketrans({"<": "\u2039", ">": "\u203a"})
+
+
+def cue_lines(text: str) -> str:
+    """A cue's text as a file can hold it: no control characters, no blank lines."""
+    lines = (" ".join(_CONTROL.sub(" ", line).split()) for line in text.split("\n"))
+    return "\n".join(line for line in lines if line) or "\u00a0"  # a cue has text, if only a space
+
+
 def compose_srt(cues: Sequence[Cue]) -> str:
     import srt
 
     return srt.compose([srt.Subtitle(index=i, start=timedelta(seconds=c.start), end=timedelta(seconds=c.end),
-                                     content=c.text) for i, c in enumerate(cues, 1)], reindex=False)
+                                     content=cue_lines(c.text).translate(_SRT_MARKUP))
+                        for i, c in enumerate(cues, 1)], reindex=False)
 
 
 def compose_vtt(cues: Sequence[Cue]) -> str:
@@ -164,7 +181,8 @@ def compose_vtt(cues: Sequence[Cue]) -> str:
 
     doc = webvtt.WebVTT()
     for c in cues:
-        doc.captions.append(webvtt.Caption(format_time(c.start), format_time(c.end), c.text, identifier=c.identifier))
+        doc.captions.append(webvtt.Caption(format_time(c.start), format_time(c.end),
+                                           html.escape(cue_lines(c.text), quote=False), identifier=c.identifier))
     return doc.content
 
 

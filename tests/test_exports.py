@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 import pytest
 
@@ -18,7 +19,7 @@ def test_csv_has_one_row_per_shot(sample_doc):
         assert float(row["start"]) == pytest.approx(shot["start"], abs=1e-3)
         assert float(row["end"]) == pytest.approx(shot["end"], abs=1e-3)
         assert (int(row["start_frame"]), int(row["end_frame"])) == (shot["start_frame"], shot["end_frame"])
-        assert (row["names"].split("; ") if row["names"] else []) == shot["names"]
+        assert json.loads(row["names"]) == shot["names"]                # a JSON list
         assert row["caption"] == shot["caption"]      # commas and quotes survive the round trip
 
 

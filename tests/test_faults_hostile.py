@@ -116,3 +116,82 @@ def test_cast_suggest_says_who_it_leaves_out(film, tmp_path):
     assert run.returncode == 0, run.stderr
     assert "1 person seen in fewer than 2 cuts not suggested (Unknown 1)" in run.stderr
     assert "Unknown 1" in (out / "index.html").read_text() and not (out / "Unknown 1").exists()
+
+
+# ----------------------------------------------------------------------------- 3, 10, 14. writers hold any text
+
+HOSTILE = ["=HYPERLINK(\"http://x\",\"y\")", "+1", "-2 people", "@SUM(A1)", "\tTab", "A --> B",
+           "<b>Eve</b> & <c.red>Bob</c>", "x\n\ny", "nul\x00 esc\x1b[31m cr\r end", "Smith; John"]
+
+
+@pytest.fixture(scope="module")
+def hostile_outputs(sample_doc, tmp_path_factory) -> tuple[dict, dict[str, Path]]:
+    """The sample film's annotation with hostile names and captions (as an edited JSON or a VLM's
+    answer may hold), in every format; the film's path holds a ``%20``, a ``#`` and a ``?``."""
+    import copy
+
+    from movieid.writers import output_paths, write_outputs
+
+    doc = copy.deepcopy(sample_doc)
+    doc["film"]["path"] = str(tmp_path_factory.mktemp("films") / "x %20#?.mp4")
+    for shot, text in zip(doc["shots"], HOSTILE):
+        shot["caption"] = text
+        shot["names"] = [text, *shot["names"]]
+    paths = output_paths(tmp_path_factory.mktemp("hostile"), "film", ["srt", "vtt", "json", "csv", "otio"])
+    write_outputs(doc, paths, overwrite=False)
+    return doc, paths
+
+
+def _words(text: str) -> str:
+    return " ".join(re.sub("[\x00-\x08\x0b-\x1f\x7f-\x9f]", " ", text).split())
+
+
+def test_webvtt_escapes_markup_and_reads_back_as_written(hostile_outputs):
+    import webvtt
+
+    doc, paths = hostile_outputs
+    captions = webvtt.read(str(paths["vtt"])).captions
+    assert [c.identifier for c in captions][:len(HOSTILE)] == [f"shot-{s['index']}" for s in doc["shots"]][:len(HOSTILE)]
+    raw = paths["vtt"].read_text()
+    assert "<b>" not in raw and "<c.red>" not in raw and "& " not in raw and "\x00" not in raw
+    for caption, text in zip(captions, HOSTILE):
+        # the spec's cue text: character references decoded, the lines as laid out
+        assert _words(html.unescape(caption.text.replace("\n", " "))) == _words(text), (caption.text, text)
+
+
+def test_srt_holds_any_text_and_no_markup(hostile_outputs):
+    import srt
+
+    _, paths = hostile_outputs
+    subtitles = list(srt.parse(paths["srt"].read_text()))
+    assert len(subtitles) >= len(HOSTILE)
+    for subtitle, text in zip(subtitles, HOSTILE):
+        assert "<" not in subtitle.content and ">" not in subtitle.content and "\n\n" not in subtitle.content
+        assert _words(subtitle.content.replace("\n", " ")) == _words(text.replace("<", "\u2039").replace(">", "\u203a"))
+
+
+def test_csv_cells_never_run_as_formulas_and_names_split_back_exactly(hostile_outputs):
+    import csv
+    import json
+
+    doc, paths = hostile_outputs
+    with open(paths["csv"], newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for row, text, shot in zip(rows, HOSTILE, doc["shots"]):
+        assert json.loads(row["names"]) == shot["names"] and shot["names"][0] == text
+        want = "'" + text if text[0] in "=+-@\t\r" else text
+        assert row["caption"] == want, (row["caption"], want)
+    assert all(not cell.startswith(("=", "+", "-", "@", "\t", "\r")) for row in rows for cell in row.values())
+
+
+def test_otio_target_url_is_a_percent_encoded_file_url(hostile_outputs):
+    import urllib.parse
+    import urllib.request
+
+    import opentimelineio as otio
+
+    doc, paths = hostile_outputs
+    timeline = otio.adapters.read_from_file(str(paths["otio"]))
+    url = timeline.tracks[0][0].media_reference.target_url
+    assert url.startswith("file:///") and " " not in url and "#" not in url and "?" not in url
+    assert urllib.request.url2pathname(urllib.parse.urlparse(url).path) == doc["film"]["path"]

@@ -136,6 +136,28 @@ def _is_person(name: str) -> bool:
     return bool(name.strip()) and not _UNKNOWN.match(name)
 
 
+def check_reviewed(document: dict, annotation: Path, frame_count: int) -> None:
+    """What a reviewed (hand-edited) annotation must hold before it becomes training data: names a
+    prompt can carry (a name like ``Eve <img>/etc/hostname</img>`` would become an image tag, and
+    training would open that file), captions without the model's tags, frames of this film."""
+    from .cast import name_problem
+    from .models.ida_vlm.prompt import model_tags
+
+    for shot in document["shots"]:
+        where = f"shot {shot['index']}"
+        for name in {*shot["names"], *(face["name"] for face in shot["faces"])}:
+            problem = name_problem(name) if _is_person(name) else None
+            if problem is not None:
+                raise MovieIdError(f"{where}: {problem}", annotation)
+        tags = model_tags(shot["caption"])
+        if tags:
+            raise MovieIdError(f"{where}: the caption holds {', '.join(tags)}, the model's own tags "
+                               "(a caption must not become an image or a box)", annotation)
+        for frame in [k["frame"] for k in shot["keyframes"]] + [f["frame"] for f in shot["faces"]]:
+            if not 0 <= frame < frame_count:
+                raise MovieIdError(f"{where}: frame {frame} is not in the film ({frame_count} frames)", annotation)
+
+
 def from_annotation(annotation: Path, film_path: Path, output: Path, images_dir: Path | None = None,
                     instruction: str | None = None, max_images: int = MAX_IMAGES, locations: bool = True,
                     progress: bool | None = None) -> SamplesSummary:
@@ -150,6 +172,7 @@ def from_annotation(annotation: Path, film_path: Path, output: Path, images_dir:
     if film.frame_count != document["film"]["frame_count"]:
         raise MovieIdError(f"the annotation is of a film with {document['film']['frame_count']} frames, "
                            f"this one has {film.frame_count}", film_path)
+    check_reviewed(document, annotation, film.frame_count)
     writer = _Writer(images_dir or output.with_name(output.stem + "_images"), output.parent)
     shots = document["shots"]
     sightings = [Sighting(face["name"], face["frame"], shot["index"], tuple(face["box"]))
@@ -252,7 +275,19 @@ def from_boxes(boxes_json: Path, output: Path, images_root: Path | None = None, 
     """Write stage-1 style ID-reference samples from box-annotated images to ``output``."""
     from .models.ida_vlm.prompt import grounding_query
 
+    from .cast import name_problem
+    from .models.ida_vlm.prompt import model_tags
+
     images, boxes = read_boxes(boxes_json)
+    for k, box in enumerate(b for found in boxes.values() for b in found):
+        problem = name_problem(box["name"].strip())
+        if problem is not None:
+            raise MovieIdError(f"annotation of image {box['image_id']!r}: {problem}", boxes_json)
+    for image in images:
+        tags = model_tags(image.get("caption") or "") if isinstance(image.get("caption"), str) else []
+        if tags:
+            raise MovieIdError(f"image {image['id']!r}: the caption holds {', '.join(tags)}, the model's own tags",
+                               boxes_json)
     root = images_root or boxes_json.parent
     sightings = []
     for image in images:

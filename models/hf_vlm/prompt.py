@@ -7,6 +7,8 @@ own image placeholder, and the images are passed in the same order.
 """
 from __future__ import annotations
 
+from ..ida_vlm.prompt import check_name
+
 WATCHING = "Watching the following images "
 
 
@@ -18,7 +20,7 @@ def build_messages(names: list[str], n_frames: int, instruction: str, legend: st
     """One user turn: ``names`` each followed by an ID image, then ``n_frames`` test images."""
     content: list[dict] = []
     for i, name in enumerate(names):
-        content += [_text(("\n" if i else "") + f"{name} is "), {"type": "image"}]
+        content += [_text(("\n" if i else "") + f"{check_name(name)} is "), {"type": "image"}]
     content.append(_text(("\n" if names else "") + WATCHING))
     for i in range(n_frames):
         if i:

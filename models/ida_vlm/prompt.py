@@ -22,11 +22,31 @@ class Prompt:
     image_starts: list[int]
 
 
+# Text the tokenizer reads as the model's own markup: image, reference, box and quad tags and
+# special tokens such as <|im_end|>. A name or caption holding one would be an image to open, a box
+# or the end of a turn.
+_MODEL_TAG = re.compile(r"</?(?:img|ref|box|quad)>|<\|[^<>|]*\|>")
+
+
+def model_tags(text: str) -> list[str]:
+    """The model tags ``text`` holds (none in text that goes into a prompt or an answer as text)."""
+    return list(dict.fromkeys(_MODEL_TAG.findall(text)))
+
+
+def check_name(name: str) -> str:
+    """A person's name as a prompt may hold it: one line, no '<' or '>'."""
+    if not name.strip() or any(c in name for c in "<>\n\r"):
+        raise IdaVlmError(f"the name {name!r} cannot go into a prompt (an empty name, a line break, "
+                          "'<' or '>': a name must never become an image tag)")
+    return name
+
+
 def build_id_query(names: list[str], n_test: int, instruction: str) -> str:
     """The authors' ID-reference layout: one ``Name is <img></img>`` line per cast member, then
     the test images, then the instruction (ID images first, in the order of ``names``)."""
     if n_test < 1:
         raise IdaVlmError("an ID query needs at least one test image")
+    names = [check_name(name) for name in names]
     tests = "\n".join([f"{IMG_START}{IMG_END}"] * n_test)
     lines = [f"{name} is {IMG_START}{IMG_END}" for name in names]
     return "\n ".join([*lines, f"Watching the following images {tests}"]) + "\n " + instruction
@@ -34,6 +54,7 @@ def build_id_query(names: list[str], n_test: int, instruction: str) -> str:
 
 def grounding_query(name: str) -> str:
     """MM-ID's location prompt: the ID image of ``name``, then the image to search."""
+    check_name(name)
     return f"{name} is {IMG_START}{IMG_END}\n In the image: {IMG_START}{IMG_END}\n Identify {name} with grounding."
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import common, echo, setup_logging
+from .common import FiniteFloat, common, echo, setup_logging
 
 MMID_EPILOG = """\b
 Examples:
@@ -42,18 +42,26 @@ def evaluate():
 @click.option("--judge-api-key-env", default="OPENAI_API_KEY", show_default=True,
               help="Environment variable holding the judge's API key, if it needs one.")
 @click.option("--judge-workers", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--judge-timeout", type=FiniteFloat(minimum=0, min_open=True), default=60.0, show_default=True,
+              help="Seconds to wait for one judge reply (after 3 failed requests in a row the judge is given up).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the scores (per type and per item) here.")
 @common
 def mmid(benchmark, images_dir, predictions, model, variant, device, batch_size, max_new_tokens, judge_url,
-         judge_model, judge_api_key_env, judge_workers, json_path, verbose, quiet):
+         judge_model, judge_api_key_env, judge_workers, judge_timeout, json_path, verbose, quiet):
     """Answer and score the MM-ID benchmark."""
     setup_logging(verbose, quiet)
     from movieid.evaluation import answer_benchmark, load_benchmark, model_answerer, read_predictions, score
-    from movieid.evaluation.judge import Judge
+    from movieid.errors import InputError
+    from movieid.evaluation.judge import Judge, http_url
 
     if bool(judge_url) != bool(judge_model):
         raise click.UsageError("--judge-url and --judge-model go together")
+    if judge_url:
+        try:
+            http_url(judge_url)
+        except InputError as error:
+            raise click.BadParameter(error.problem, param_hint="--judge-url") from None
     bench = load_benchmark(benchmark)
     images_dir = images_dir or benchmark.parent
     progress = False if quiet else None
@@ -72,7 +80,7 @@ def mmid(benchmark, images_dir, predictions, model, variant, device, batch_size,
     judge = None
     if judge_url:
         judge = Judge(judge_url, judge_model, os.environ.get(judge_api_key_env),
-                      cache=predictions.with_name(predictions.name + ".judge.jsonl"))
+                      cache=predictions.with_name(predictions.name + ".judge.jsonl"), timeout=judge_timeout)
     report = score(bench, read_predictions(predictions), images_dir, judge, judge.info if judge else None,
                    judge_workers, progress)
     echo(report.table())

@@ -202,7 +202,7 @@ def test_an_unreachable_judge_is_one_error(benchmark, tmp_path):
     proc = run_cli("eval", "mmid", "--benchmark", BENCHMARK, "--images", tmp_path, "-o", tmp_path / "p.jsonl",
                    "--judge-url", "http://127.0.0.1:9/v1", "--judge-model", "m")
     lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 1 and len(lines) == 1 and "the judge failed on every item" in lines[0]
+    assert proc.returncode == 1 and len(lines) == 1 and "the judge failed 3 requests in a row" in lines[0]
     assert "cannot reach" in lines[0]
 
 
@@ -239,3 +239,33 @@ def test_answering_with_a_tiny_model_resumes_and_records_bad_images(benchmark, t
     assert calls == [] and len(predictions.read_text().splitlines()) == 4
     report = score(bench, read_predictions(predictions), tmp_path)
     assert report.types["caption_multiimage"].missing == 1 and report.types["matching"].answered == 1
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "not a url", "ftp://host/v1", "http://"])
+def test_the_judge_url_must_be_http(benchmark, tmp_path, url):
+    item = next(i for i in benchmark.items if i.type == "QA_multiimage")
+    _predictions(tmp_path / "p.jsonl", {item.id: "x"})
+    proc = run_cli("eval", "mmid", "--benchmark", BENCHMARK, "--images", tmp_path, "-o", tmp_path / "p.jsonl",
+                   "--judge-url", url, "--judge-model", "m")
+    assert proc.returncode == 2 and "--judge-url" in proc.stderr and "http:// or https://" in proc.stderr, proc.stderr
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_judge_that_never_answers_is_given_up_after_a_few_requests(benchmark, tmp_path):
+    """A server that accepts connections and never replies (and a closed port) stops the scoring
+    after three failed requests in a row, in seconds, not after every item's timeouts."""
+    import socket
+    import time
+
+    items = [i for i in benchmark.items if i.type in ("QA_singleimage", "caption_multiimage")][:12]
+    _predictions(tmp_path / "p.jsonl", {i.id: "He is standing." for i in items})
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)                              # connections complete; nothing is ever read
+        for url in (f"http://127.0.0.1:{silent.getsockname()[1]}/v1", "http://127.0.0.1:9/v1"):
+            start = time.monotonic()
+            proc = run_cli("eval", "mmid", "--benchmark", BENCHMARK, "--images", tmp_path, "-o", tmp_path / "p.jsonl",
+                           "--judge-url", url, "--judge-model", "m", "--judge-timeout", "0.5", "--judge-workers", "2")
+            lines = proc.stderr.strip().splitlines()
+            assert proc.returncode == 1 and len(lines) == 1 and "failed 3 requests in a row" in lines[0], proc.stderr
+            assert time.monotonic() - start < 30

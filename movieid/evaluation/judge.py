@@ -10,6 +10,7 @@ import re
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -32,6 +33,21 @@ do not matter; wrong names or invented actions do. Reply with a single integer f
 unrelated) to 10 (as correct and complete as the reference), and nothing else."""
 
 _SCORE = re.compile(r"\b(10|[1-9])\b")
+FAILURES_IN_A_ROW = 3   # failed requests in a row (unreachable, timed out) after which the judge is given up
+
+
+class JudgeUnavailable(InputError):
+    """The endpoint failed several requests in a row: every item would fail the same way."""
+
+
+def http_url(url: str) -> str:
+    """``url`` when it is an http(s) URL with a host (a ``file://`` or bare word is refused: the
+    judge posts answers to it, and urllib would read a local file for ``file://``)."""
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise InputError(f"the judge URL must be http:// or https:// with a host, e.g. http://localhost:8000/v1 "
+                         f"(got {url!r})")
+    return url.strip()
 _IMAGE_TAG = re.compile(r"<img>.*?</img>", re.DOTALL)
 
 
@@ -49,13 +65,14 @@ class Judge:
     """``judge(item, answer)`` -> 1..10; ``InputError`` when the endpoint fails or its reply holds no score."""
 
     def __init__(self, url: str, model: str, api_key: str | None = None, cache: Path | None = None,
-                 timeout: float = 120.0, retries: int = 2):
-        url = url.rstrip("/")
+                 timeout: float = 60.0, retries: int = 2):
+        url = http_url(url).rstrip("/")
         self.url = url if url.endswith("/chat/completions") else url + "/chat/completions"
         self.model, self.api_key, self.timeout, self.retries = model, api_key, timeout, retries
         self.cache_path = cache
         self._cache = self._read_cache()
         self._lock = threading.Lock()
+        self._failed_in_a_row = 0
 
     @property
     def info(self) -> dict:
@@ -82,23 +99,42 @@ class Judge:
             headers["Authorization"] = f"Bearer {self.api_key}"
         problem = ""
         for attempt in range(self.retries + 1):
+            self._check_available()
             if attempt:
                 time.sleep(attempt)
             request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     reply = json.loads(response.read().decode("utf-8"))
+                self._count(failed=False)
                 return str(reply["choices"][0]["message"]["content"])
             except urllib.error.HTTPError as error:
                 problem = f"HTTP {error.code} from {self.url}"
                 if error.code < 500 and error.code != 429:
                     break  # a request the endpoint will never accept
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+                self._count(failed=True, problem=problem)
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
                 problem = f"cannot reach {self.url} ({getattr(error, 'reason', error)})"
+                self._count(failed=True, problem=problem)
             except (ValueError, KeyError, IndexError, TypeError):
                 problem = f"{self.url} did not answer in the chat-completions format"
                 break
         raise InputError(problem)
+
+    def _count(self, failed: bool, problem: str = "") -> None:
+        """Requests that failed in a row, across the judging threads: a server that never answers
+        (or a closed port) stops the scoring after a few, not after every item's timeouts."""
+        with self._lock:
+            self._failed_in_a_row = self._failed_in_a_row + 1 if failed else 0
+            if failed and not self._gave_up and self._failed_in_a_row >= FAILURES_IN_A_ROW:
+                self._gave_up = f"the judge failed {self._failed_in_a_row} requests in a row (last: {problem})"
+        self._check_available()
+
+    _gave_up = ""
+
+    def _check_available(self) -> None:
+        if self._gave_up:
+            raise JudgeUnavailable(self._gave_up)
 
     def _key(self, item: Item, answer: str) -> str:
         text = "\n".join((self.model, PROMPT, item.question, item.answer, answer))

@@ -339,12 +339,16 @@ def _run_judge(judge, work: list[tuple[Item, str, dict]], types: dict[str, TypeS
                progress: bool | None) -> list[str]:
     from concurrent.futures import ThreadPoolExecutor
 
+    from .judge import JudgeUnavailable
+
     failures = []
 
     def one(job):
         item, answer, result = job
         try:
             return job, judge(item, answer), None
+        except JudgeUnavailable:
+            raise  # every other item would fail the same way: stop (ratings so far stay cached)
         except InputError as error:
             return job, None, error.problem
 

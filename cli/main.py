@@ -17,7 +17,7 @@ import traceback
 import click
 
 from movieid import EXIT_LINES, __version__
-from movieid.errors import InputError, internal_error, printable
+from movieid.errors import InputError, internal_error, missing_dependency, printable
 from movieid.stop_signals import Terminated, raise_stop
 
 from .annotate import annotate, shots
@@ -132,6 +132,27 @@ class OneLineErrors(click.Group):
             return super().invoke(ctx)
         except KeyboardInterrupt as exc:
             raise _Interrupted() from exc
+        except ModuleNotFoundError as exc:   # an optional package a command needs
+            extra = optional_extra(exc.name, ctx.invoked_subcommand)
+            if extra is None:
+                raise
+            raise missing_dependency(exc, f"movieid {ctx.invoked_subcommand}", extra) from None
+
+
+# The extra that brings each optional package (setup.py's extras_require); a command that needs
+# several (train: torch and peft) names its own extra.
+OPTIONAL_PACKAGES = {"torch": "vlm", "tiktoken": "vlm", "safetensors": "vlm", "huggingface_hub": "vlm",
+                     "transformers": "hf", "torchvision": "hf", "num2words": "hf", "peft": "train", "ray": "ray",
+                     "silero_vad": "ad"}
+COMMAND_EXTRAS = {"train": "train", "eval": "vlm"}
+
+
+def optional_extra(module: str | None, command: str | None) -> str | None:
+    """The extra to install for a missing ``module`` under ``command``, or None (not optional: a bug)."""
+    top = (module or "").split(".")[0]
+    if top not in OPTIONAL_PACKAGES:
+        return None
+    return COMMAND_EXTRAS.get(command or "", OPTIONAL_PACKAGES[top])
 
 
 def _error_line(line: str) -> None:

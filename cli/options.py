@@ -97,7 +97,7 @@ pipeline_options = _stack(
                       "csv: one row per shot; otio: an OpenTimelineIO timeline with a marker per shot."),
     click.option("--ad", is_flag=True,
                  help="Also write an audio-description track (FILM.ad.vtt / FILM.ad.srt) placed in the pauses "
-                      "between speech (needs silero-vad: pip install 'movieid[ad]')."),
+                      "between speech (needs the ad extra: pip install -c constraints.txt -e '.[ad]')."),
     click.option("--reading-speed", type=FiniteFloat(1), default=15.0, show_default=True,
                  help="--ad: characters per second a description line needs."),
     click.option("--min-duration", type=FiniteFloat(0), default=1.0, show_default=True,

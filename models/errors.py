@@ -15,6 +15,13 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def install_hint(extra: str | None = None) -> str:
+    """The command that installs movieid with ``extra`` (setup.py's extras_require) from its
+    checkout, as the README's quick start does: movieid is not on the package index."""
+    target = "." if extra is None else f"'.[{extra}]'"
+    return f"pip install -c constraints.txt -e {target} (in the movieid checkout)"
+
+
 class InputError(ValueError):
     """A bad input or environment problem, described in one line that names the file."""
 

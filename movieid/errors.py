@@ -10,9 +10,9 @@ import re
 import shlex
 from pathlib import Path
 
-from .models.errors import InputError, first_line
+from .models.errors import InputError, first_line, install_hint
 
-__all__ = ["InputError", "MovieIdError", "first_line", "internal_error", "has_control_characters", "missing_dependency",
+__all__ = ["InputError", "MovieIdError", "first_line", "install_hint", "internal_error", "has_control_characters", "missing_dependency",
            "printable", "shell_command"]
 
 # C0 and C1 controls (newline, tab, ESC, ...) and Unicode's line and paragraph separators: every
@@ -53,5 +53,4 @@ def internal_error(exc: BaseException) -> str:
 
 def missing_dependency(exc: ImportError, what: str, extra: str) -> MovieIdError:
     """The one-line error for an optional dependency that is not installed."""
-    return MovieIdError(f"{what} needs {exc.name or 'a package'}, which is not installed: "
-                        f"pip install -e '.[{extra}]'")
+    return MovieIdError(f"{what} needs {exc.name or 'a package'}, which is not installed: {install_hint(extra)}")

@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .errors import MovieIdError
+from .errors import MovieIdError, install_hint
 from .progress import Progress, report
 from .video import _last_line, media_url
 
@@ -50,7 +50,7 @@ def model_path() -> Path:
     """``silero_vad.onnx`` inside the installed silero-vad package (found without importing it)."""
     spec = importlib.util.find_spec("silero_vad")
     if spec is None or not spec.submodule_search_locations:
-        raise MovieIdError("speech detection (--ad) needs the silero-vad package: pip install 'movieid[ad]'")
+        raise MovieIdError(f"speech detection (--ad) needs the silero-vad package: {install_hint('ad')}")
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / MODEL_FILE
     if not path.is_file():
         raise MovieIdError(f"the installed silero-vad package has no {MODEL_FILE}", path)

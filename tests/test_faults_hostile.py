@@ -195,3 +195,51 @@ def test_otio_target_url_is_a_percent_encoded_file_url(hostile_outputs):
     url = timeline.tracks[0][0].media_reference.target_url
     assert url.startswith("file:///") and " " not in url and "#" not in url and "?" not in url
     assert urllib.request.url2pathname(urllib.parse.urlparse(url).path) == doc["film"]["path"]
+
+
+# ----------------------------------------------------------------------------- 19, 21. missing extras
+
+@pytest.fixture(scope="module")
+def without_torch(tmp_path_factory) -> Path:
+    """A folder that, first on PYTHONPATH, makes ``import torch`` fail as on an install without it."""
+    root = tmp_path_factory.mktemp("no_torch")
+    (root / "torch").mkdir()
+    (root / "torch" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n")
+    return root
+
+
+@pytest.mark.parametrize("args, extra", [
+    (("annotate", "{film}", "--engine", "vlm", "--model", "x", "-o", "{out}"), "hf"),
+    (("annotate", "{film}", "--engine", "ida-vlm", "--model", "x", "-o", "{out}"), "vlm"),
+    (("train", "--model", "x", "--data", "y", "-o", "{out}"), "train"),
+    (("eval", "mmid", "--benchmark", "{film}", "-o", "{out}/p.jsonl", "--model", "x"), "vlm"),
+])
+def test_a_command_without_its_extra_says_what_to_install(film, tmp_path, without_torch, monkeypatch, args, extra):
+    import os
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(without_torch), os.environ.get("PYTHONPATH", "")]))
+    run = movieid(*(a.format(film=film, out=tmp_path / "out") for a in args), tmp_path=tmp_path)
+    line = assert_clean(run, 1, "needs torch, which is not installed",
+                        f"pip install -c constraints.txt -e '.[{extra}]' (in the movieid checkout)")
+    assert "internal error" not in line
+
+
+def test_every_install_hint_names_an_extra_that_exists():
+    """Each ``pip install`` a message prints is the checkout's command with an extra setup.py has
+    (``movieid[ad]`` named a package that is not on the index, ``[insightface]`` no extra)."""
+    from .conftest import REPO
+
+    setup = (REPO / "setup.py").read_text()
+    extras = set(re.findall(r'"(\w+)": ', setup.split("extras_require=", 1)[1].split("}", 1)[0]))
+    assert {"vlm", "hf", "train", "ray", "ad", "test"} <= extras
+    sources = [p for folder in ("movieid", "cli", "models") for p in (REPO / folder).rglob("*.py")]
+    hints = []
+    for path in sources:
+        text = path.read_text()
+        assert "movieid[" not in text, path
+        hints += [(path, h) for h in re.findall(r"install_hint\('(\w+)'\)", text)]
+        hints += [(path, h) for h in re.findall(r"pip install -c constraints.txt -e '\.\[(\w+)\]'", text)]
+        for bare in re.findall(r"pip install [^\n\"']*", text):
+            assert bare.startswith(("pip install -c constraints.txt -e", "pip install --no-deps silero-vad",
+                                    "pip install otio")), (path, bare)
+    assert len(hints) >= 5 and all(extra in extras for _, extra in hints), hints

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError, first_line
+from ..errors import InputError, first_line, install_hint
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,8 @@ def _from_hub(repo_id: str, revision: str | None) -> Path:
         from huggingface_hub import constants
         from huggingface_hub.errors import LocalEntryNotFoundError
     except ImportError:
-        raise InputError("is not a local folder and huggingface_hub is not installed "
-                         "(pip install -e '.[hf]')", repo_id) from None
+        raise InputError(f"is not a local folder and huggingface_hub is not installed ({install_hint('hf')})",
+                         repo_id) from None
     try:
         return Path(huggingface_hub.snapshot_download(repo_id, revision=revision, local_files_only=True))
     except LocalEntryNotFoundError:
@@ -95,7 +95,7 @@ def load_processor(folder: Path):
         processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
     except ImportError as error:
         raise InputError(f"its processor needs a package that is missing ({first_line(error)}); "
-                         "pip install -e '.[hf]'", folder) from None
+                         f"{install_hint('hf')}", folder) from None
     except _load_errors() as error:
         raise InputError(f"cannot load the processor: {first_line(error)}", folder) from None
     if getattr(processor, "image_processor", None) is None or getattr(processor, "tokenizer", None) is None:

@@ -12,7 +12,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from ..errors import first_line
+from ..errors import first_line, install_hint
 from .errors import IdaVlmError
 
 from .generation import GenerationDefaults
@@ -46,7 +46,7 @@ def _download(repo_id: str, variant: str) -> Path:
         import huggingface_hub
     except ImportError as error:
         raise IdaVlmError(f"{repo_id} is not a local folder and huggingface_hub is not installed "
-                           "(pip install huggingface_hub)") from error
+                           f"({install_hint('vlm')})") from error
     try:
         return Path(huggingface_hub.snapshot_download(repo_id, allow_patterns=[f"{folder}/*"]))
     except Exception as error:  # offline, unreachable, unknown repo: all end the same way for the user

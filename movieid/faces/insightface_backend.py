@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MovieIdError
+from ..errors import MovieIdError, install_hint
 from ..files import sha256_file
 from ..records import Box
 from .base import Detection, FaceBackend, unit_rows
@@ -135,7 +135,7 @@ def find_pack(models_dir: str | Path | None) -> Path | None:
 def missing_pack_message(models_dir: str | Path | None) -> str:
     """One line: where no pack was found, and the three ways to get one."""
     if not _installed():
-        return "the insightface backend needs the insightface library: pip install 'movieid[insightface]'"
+        return f"the insightface backend needs the insightface library: {install_hint()}"
     root = default_root() if models_dir is None else Path(models_dir).expanduser()
     return (f"no insightface model pack (a folder with a detection and a recognition ONNX model) "
             f"in {root}; run `movieid models download insightface`, or unzip "

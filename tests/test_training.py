@@ -169,6 +169,24 @@ def test_another_run_in_the_same_output_is_refused(reference, material, faces_di
         train(TrainOptions(output=tmp_path / "y", **{**options, "data": tmp_path / "none.json"}))
 
 
+def test_a_run_refused_for_its_options_leaves_nothing(material, tmp_path):
+    """A batch far bigger than the data (it drew the whole order up front and grew to 24 GB), an
+    output that is a file, and bad samples under --strict: one line each, and no run folder or
+    train_config.json left to tie the output to a run that never started."""
+    cases = [(("--steps", "1", "--batch-size", "1000000000"), "samples drawn; one run draws at most"),
+             (("--strict",), "3 bad samples (--strict)")]
+    for extra, problem in cases:
+        output = tmp_path / "run"
+        proc = run_cli(*_command(material, output), *extra)   # the last of a repeated option counts
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1 and problem in lines[0], proc.stderr
+        assert "internal error" not in proc.stderr and not output.exists()
+    (tmp_path / "a-file").write_text("mine")
+    proc = run_cli(*_command(material, tmp_path / "a-file"))
+    assert proc.returncode == 1 and "a-file: is not a folder" in proc.stderr and "internal error" not in proc.stderr
+    assert (tmp_path / "a-file").read_text() == "mine"
+
+
 def test_usage_errors_exit_2(material, tmp_path):
     proc = run_cli(*_command(material, tmp_path / "x", "--epochs", "2"))
     assert proc.returncode == 2 and "--steps or --epochs" in proc.stderr

@@ -37,6 +37,7 @@ from .export import export_checkpoint
 log = logging.getLogger(__name__)
 
 RUN_CONFIG = "train_config.json"
+MAX_DRAWS = 10_000_000
 LOG_FILE = "train_log.jsonl"
 # Options that change what is trained: a resumed run must have the same ones.
 _RUN_IDENTITY = ("model", "data", "data_root", "variant", "lora", "lora_rank", "lora_alpha", "lora_dropout",
@@ -105,6 +106,9 @@ class Plan:
             raise MovieIdError(f"--micro-batch-size {micro} does not divide the {batch // world} samples "
                                f"each of the {world} processes takes per step")
         steps = options.steps or math.ceil((options.epochs or 1.0) * n_samples / batch)
+        if steps * batch > MAX_DRAWS:   # the sample order is drawn up front, 16 bytes a draw
+            raise MovieIdError(f"{steps} steps of {batch} samples are {steps * batch:,} samples drawn; "
+                               f"one run draws at most {MAX_DRAWS:,} (use fewer steps or a smaller batch)")
         warmup = math.ceil(options.warmup * steps) if options.warmup > 0 else 0
         return cls(steps, batch, micro, batch // world // micro, warmup)
 
@@ -147,20 +151,16 @@ def _train(options: TrainOptions, processes: Processes, progress: bool | None) -
     config = IdaVlmConfig.from_file(folder / "config.json")
     max_length = options.max_length or config.seq_length
 
-    if processes.main:
-        output.mkdir(parents=True, exist_ok=True)
-    distributed.barrier(processes)
+    if output.exists() and not output.is_dir():
+        raise MovieIdError("is not a folder (the output of a run is a folder)", output)
     finished = _check_run(output, options)
-    distributed.barrier(processes)
-    if processes.main and not (output / RUN_CONFIG).is_file():
-        (output / RUN_CONFIG).write_text(json.dumps(options.identity(), indent=2), encoding="utf-8")
     if finished is not None:
         return Summary(output, finished, finished, None, 0, already_done=True)
     sources = read_stage(options.data, options.data_root)
     per_source, problems = load_samples(sources, tokenizer, max_length, progress)
-    if processes.main or options.strict:  # one warning per run, but every process stops under --strict
-        report_problems(problems, options.strict, output if processes.main else None)
     plan = Plan.make(options, sum(len(s) for s in per_source), processes.world)
+    if options.strict:  # every process stops
+        report_problems(problems, strict=True, where=None)
     order = draw_order([len(s) for s in per_source], [s.weight for s in sources],
                        plan.steps * plan.batch_size, options.seed)
 
@@ -176,6 +176,18 @@ def _train(options: TrainOptions, processes: Processes, progress: bool | None) -
          {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}],
         lr=options.learning_rate, betas=(0.9, 0.95), eps=1e-8, fused=processes.device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(plan))
+    # the run's folder is made once its data, plan and model hold: a run refused for its options,
+    # data or checkpoint leaves nothing behind (a train_config.json would tie the folder to a run
+    # that never started)
+    if processes.main:
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MovieIdError(f"cannot make the run's folder ({exc.strerror or exc})", output) from None
+        report_problems(problems, strict=False, where=output)  # one warning per run
+        if not (output / RUN_CONFIG).is_file():
+            (output / RUN_CONFIG).write_text(json.dumps(options.identity(), indent=2), encoding="utf-8")
+    distributed.barrier(processes)
     saved = state.saved_steps(output)
     start = state.load(saved[-1][1], module, optimizer, scheduler, processes) if saved else 0
     if start:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import MovieIdError, install_hint
 from .progress import Progress, report
-from .video import _last_line, media_url
+from .video import _last_line, media_url, stop_if_signalled
 
 SAMPLE_RATE = 16000
 FRAME = 512                  # samples per model step at 16 kHz (32 ms)
@@ -77,6 +77,7 @@ def has_audio(film: str | Path) -> bool:
     except subprocess.TimeoutExpired:
         raise MovieIdError(f"ffprobe gave no answer within {PROBE_TIMEOUT_S} s", film) from None
     if proc.returncode != 0:
+        stop_if_signalled(proc.returncode, proc.stderr, Path(film))
         raise MovieIdError("cannot read the file's streams (ffprobe failed)", film)
     return bool(json.loads(proc.stdout or "{}").get("streams"))
 
@@ -95,6 +96,7 @@ def audio_blocks(film: str | Path, block_samples: int = READ_FRAMES * FRAME) -> 
             yield np.frombuffer(data[:len(data) // 2 * 2], "<i2").astype(np.float32) / 32768.0
         err = proc.stderr.read().decode(errors="replace")
         if proc.wait() != 0:
+            stop_if_signalled(proc.returncode, err, Path(film))
             last = _last_line(err, Path(film)) or f"ffmpeg exit code {proc.returncode}"
             raise MovieIdError(f"cannot decode the audio track ({last})", film)
     finally:

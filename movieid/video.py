@@ -34,6 +34,7 @@ import numpy as np
 from .errors import MovieIdError, first_line
 from .files import check_input_file
 from .records import Film
+from .stop_signals import Terminated
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,29 @@ def media_url(path: str | Path) -> str:
     return "file:" + str(Path(path).absolute())
 
 
+def stop_if_signalled(code: int | None, stderr: str, path: Path) -> None:
+    """A decoder that a signal stopped (killed by it, or FFmpeg's own handler: exit 255, which
+    FFmpeg gives only after a signal, "received signal N" at its info level) says nothing about
+    the film: a Ctrl-C of the process group reaches
+    FFmpeg even when movieid ignores it (started as a background job of a script), and that
+    film must come out interrupted, not corrupt. SIGINT is raised as Ctrl-C, SIGTERM and SIGHUP
+    as termination; another signal is the run's failure, naming it, not the film's."""
+    import signal
+
+    signum = -code if code is not None and code < 0 else None
+    said = re.search(r"received signal (\d+)", stderr)
+    if signum is None and code == 255:
+        signum = int(said.group(1)) if said else signal.SIGINT
+    if signum is None:
+        return
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    if signum in (signal.SIGTERM, signal.SIGHUP):
+        raise Terminated
+    raise MovieIdError(f"FFmpeg was stopped by {signal.Signals(signum).name} while decoding "
+                       "(not a fault of the film)", path)
+
+
 def _run_ffprobe(path: Path, args: list[str]) -> str:
     cmd = ["ffprobe", "-v", "error", *args, media_url(path)]
     try:
@@ -61,6 +85,7 @@ def _run_ffprobe(path: Path, args: list[str]) -> str:
     except subprocess.TimeoutExpired:
         raise MovieIdError(f"ffprobe gave no answer within {PROBE_TIMEOUT_S} s", path) from None
     if proc.returncode != 0:
+        stop_if_signalled(proc.returncode, proc.stderr, path)
         reason = _last_line(proc.stderr, path) or f"ffprobe exit code {proc.returncode}"
         raise MovieIdError(f"not a video file FFmpeg can read ({reason})", path)
     return proc.stdout
@@ -612,11 +637,17 @@ class _FfmpegSource:
 
     def _truncated(self) -> MovieIdError:
         index = self.next_index
+        try:
+            code = self.proc.wait(timeout=2)       # its output ended: it is exiting, or hangs
+        except subprocess.TimeoutExpired:
+            code = None
         self.proc.kill()
         self.proc.wait()
         self.errors.seek(0)
-        err = _last_line(self.errors.read().decode(errors="replace"))
+        errors = self.errors.read().decode(errors="replace")
+        err = _last_line(errors)
         self.close()
+        stop_if_signalled(code, errors, self.film.path)
         when = format_time(self.film.time(min(index, self.film.frame_count - 1)))
         return MovieIdError(f"video data is corrupt or truncated: decoding stopped at frame {index} ({when})"
                             + (f": {err}" if err else ""), self.film.path)

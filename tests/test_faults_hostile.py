@@ -243,3 +243,65 @@ def test_every_install_hint_names_an_extra_that_exists():
             assert bare.startswith(("pip install -c constraints.txt -e", "pip install --no-deps silero-vad",
                                     "pip install otio")), (path, bare)
     assert len(hints) >= 5 and all(extra in extras for _, extra in hints), hints
+
+
+# ----------------------------------------------------------------------------- 8. a decoder stopped by a signal
+
+def _ffmpeg_decoding(children: set[int]) -> list[int]:
+    found = []
+    for pid in children:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmdline.startswith(b"ffmpeg") and b"rawvideo" in cmdline:
+            found.append(pid)
+    return found
+
+
+@pytest.fixture(scope="module")
+def long_film(films) -> Path:
+    """Long enough (60 s) that its decoding pass is still running when the signal comes."""
+    from .conftest import lavfi_film
+
+    path = films / "long_testsrc.mp4"
+    return path if path.exists() else lavfi_film(path, "-pix_fmt", "yuv420p", duration=60.0, size="640x360")
+
+
+@pytest.mark.parametrize("command", ["annotate", "batch"])
+def test_ctrl_c_of_the_group_with_sigint_ignored_is_an_interruption_not_a_corrupt_film(long_film, tmp_path, command):
+    """Started as a background job of a script (SIGINT ignored), a Ctrl-C of the process group
+    stops only FFmpeg: the film was recorded as corrupt and never retried."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from .conftest import REPO
+    from .helpers.processes import descendants, wait_gone
+
+    source = tmp_path / "films"
+    source.mkdir()
+    shutil.copy(long_film, source / "long.mp4")
+    args = (["annotate", source / "long.mp4", "-o", tmp_path / "out"] if command == "annotate"
+            else ["batch", source, "-o", tmp_path / "out"])
+    env = {**os.environ, "MOVIEID_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "movieid", *map(str, args), "--workers", "1", "-q"], cwd=REPO,
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    children: set[int] = set()
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline and not _ffmpeg_decoding(children):
+        children |= descendants(proc.pid)
+        time.sleep(0.05)
+    assert _ffmpeg_decoding(children), "the decoding pass never started"
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)                          # a terminal's Ctrl-C: the whole group
+    out, err = proc.communicate(timeout=120)
+    assert "corrupt" not in err and "Traceback" not in err, err
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "movieid: interrupted", (proc.returncode, err)
+    assert not wait_gone(children)
+    if command == "batch":
+        from .test_faults import journal_states
+
+        assert set(journal_states(tmp_path / "out").values()) == {"interrupted"}

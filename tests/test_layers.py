@@ -19,7 +19,7 @@ LAYERS = [
     ["movieid.windows"],
     ["movieid.engines"],
     ["movieid.annotation"],
-    ["movieid.subtitles", "movieid.speech", "movieid.describe", "movieid.exports", "movieid.report"],
+    ["movieid.describe", "movieid.exports", "movieid.report"],
     ["movieid.writers"],
     ["movieid.pipeline", "movieid.filmmaker", "movieid.samples", "movieid.training", "movieid.evaluation"],
     ["movieid.batch", "movieid.cast_suggest"],

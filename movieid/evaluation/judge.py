@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from ..models.errors import InputError
-from .mmid import Item
+from .mmid import Item, JudgeUnavailable
 
 SYSTEM = "You grade answers about scenes from films. You are strict about who is who."
 PROMPT = """A question was asked about one or more film images, in which people are introduced by \
@@ -34,10 +34,6 @@ unrelated) to 10 (as correct and complete as the reference), and nothing else.""
 
 _SCORE = re.compile(r"\b(10|[1-9])\b")
 FAILURES_IN_A_ROW = 3   # failed requests in a row (unreachable, timed out) after which the judge is given up
-
-
-class JudgeUnavailable(InputError):
-    """The endpoint failed several requests in a row: every item would fail the same way."""
 
 
 def http_url(url: str) -> str:

@@ -335,11 +335,13 @@ def _score_location(item: Item, answer: str, images_dir: Path, entry: TypeScore,
     result.update(status="scored", box=None if box is None else [round(v, 1) for v in box], iou=round(value, 4))
 
 
+class JudgeUnavailable(InputError):
+    """The judge's endpoint failed several requests in a row: every item would fail the same way."""
+
+
 def _run_judge(judge, work: list[tuple[Item, str, dict]], types: dict[str, TypeScore], workers: int,
                progress: bool | None) -> list[str]:
     from concurrent.futures import ThreadPoolExecutor
-
-    from .judge import JudgeUnavailable
 
     failures = []
 

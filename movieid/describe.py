@@ -14,6 +14,7 @@ as a text track (WebVTT usable as ``<track kind="descriptions">``).
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Sequence
 from .progress import Progress
 from .speech import Segment, VadOptions, detect_speech, has_audio, model_version
 from .subtitles import TrackStyle, compose_srt, compose_vtt, layout, needed_duration
+
+log = logging.getLogger(__name__)
 
 PARENTHESES = re.compile(r"\s*\([^()]*\)")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -98,6 +101,9 @@ def place(doc: dict, speech: Sequence[Segment] | None, options: AdOptions = AdOp
         if speech is None:
             description = {"status": "no_audio", "text": text, "start": shot["start"], "end": shot["end"],
                            "reason": "the film has no audio track: one line per shot"}
+        elif not speech:   # sound but no speech (silence, music): nothing to keep clear of
+            description = {"status": "placed", "text": text, "start": shot["start"], "end": shot["end"],
+                           "reason": "no speech in the film: one line per shot"}
         else:
             window = [(max(a, shot["start"] - options.max_shift), min(b, shot["end"] + options.max_shift))
                       for a, b in free]
@@ -110,18 +116,20 @@ def place(doc: dict, speech: Sequence[Segment] | None, options: AdOptions = AdOp
                     spot = _fit(shorter, window, shot["start"], style, options.reading_speed)
                     if spot is not None:
                         status, placed_text = "shortened", shorter
-                        reason = (f"the longest pause without speech within {options.max_shift:g} s of the shot "
+                        reason = (f"the longest time free of speech and other descriptions within "
+                                  f"{options.max_shift:g} s of the shot "
                                   f"is {longest:.1f} s; {len(text)} characters need "
                                   f"{needed_duration(text, style, options.reading_speed):.1f} s at "
                                   f"{options.reading_speed:g} characters/s")
                         break
             if spot is None:
                 description = {"status": "dropped", "text": None, "start": None, "end": None,
-                               "reason": (f"no pause without speech of {style.min_duration:g} s or more within "
-                                          f"{options.max_shift:g} s of the shot" if longest < style.min_duration
-                                          else f"the longest pause without speech within {options.max_shift:g} s "
-                                               f"of the shot is {longest:.1f} s, too short for any form of the "
-                                               "description")}
+                               "reason": (f"no time free of speech and other descriptions of {style.min_duration:g} s "
+                                          f"or more within {options.max_shift:g} s of the shot"
+                                          if longest < style.min_duration
+                                          else f"the longest time free of speech and other descriptions within "
+                                               f"{options.max_shift:g} s of the shot is {longest:.1f} s, too short for "
+                                               "any form of the description")}
             else:
                 start, end = round(spot[0], 3), round(spot[1], 3)
                 free = _subtract(free, start - options.spacing, end + options.spacing)
@@ -142,6 +150,7 @@ def describe_film(doc: dict, film: str | Path, options: AdOptions = AdOptions(),
                   vad: VadOptions = VadOptions(), progress: Progress = None) -> dict:
     """Detect speech in ``film`` and place the descriptions of ``doc`` around it."""
     if not has_audio(film):
+        log.warning("%s: no audio track: the description track holds the captions, one line per shot", film)
         return place(doc, None, options, style)
     speech = detect_speech(film, vad, progress=progress, duration=doc["film"].get("duration"))
     return place(doc, speech, options, style, speech_model=model_version())

@@ -39,7 +39,7 @@ def test_lines_go_to_the_nearest_pause_that_holds_them(speech_doc):
     out = place(doc, [Segment(0.3, 4.3), Segment(6.0, 8.5)], AdOptions(), speech_model="test")
     d = [s["description"] for s in out["shots"]]
     assert d[0]["status"] == "dropped" and d[0]["text"] is None
-    assert "no pause without speech of 1 s or more within 2 s" in d[0]["reason"]
+    assert "no time free of speech and other descriptions of 1 s or more within 2 s" in d[0]["reason"]
     assert d[1] == {"status": "shortened", "text": "Ross and Chandler", "start": 4.5, "end": pytest.approx(5.633),
                     "reason": d[1]["reason"]}
     assert "1.3 s" in d[1]["reason"] and "32 characters" in d[1]["reason"]
@@ -119,3 +119,25 @@ def test_a_film_without_audio_keeps_one_line_per_shot(sample_doc, sample, tmp_pa
     cues = read_cues(paths["ad.vtt"])
     check_conventions(cues)
     assert len(cues) == len(doc["shots"])
+
+
+def test_silent_sound_drops_no_line_and_a_film_without_sound_says_so(sample_doc, sample, tmp_path):
+    """Digital silence: no speech to keep clear of, so no line is dropped (the last shot's was,
+    "for speech"); no audio track at all: the terminal says the track repeats the captions."""
+    import subprocess
+
+    from .conftest import run_cli
+
+    film, cast, _ = sample
+    silent = tmp_path / "silent.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(film), "-f", "lavfi", "-i",
+                    "anullsrc=r=16000:cl=mono", "-shortest", "-c:v", "copy", "-c:a", "aac", str(silent)], check=True)
+    doc = describe_film(sample_doc, silent)
+    validate(doc)
+    assert doc["audio_description"]["has_audio"] is True and doc["audio_description"]["speech"] == []
+    assert [s["description"]["status"] for s in doc["shots"]] == ["placed"] * len(doc["shots"])
+    assert all(s["description"]["text"] == s["caption"] for s in doc["shots"])
+    proc = run_cli("annotate", film, "--cast", cast, "-o", tmp_path / "out", "--ad", "--face-backend", "dlib",
+                   "--workers", "1", "--format", "vtt")
+    assert proc.returncode == 0, proc.stderr
+    assert "no audio track: the description track holds the captions, one line per shot" in proc.stderr

@@ -34,6 +34,7 @@ def annotate(film, cast_dir, output, overwrite, verbose, quiet, **pipeline):
     """Write per-shot captions of FILM as SRT, WebVTT and JSON."""
     setup_logging(verbose, quiet)
     from movieid.annotation import document
+    from movieid.cast import discover
     from movieid.errors import printable
     from movieid.pipeline import annotate as annotate_film
     from movieid.video import probe
@@ -41,6 +42,8 @@ def annotate(film, cast_dir, output, overwrite, verbose, quiet, **pipeline):
 
     config = build_config(overwrite=overwrite, **pipeline)
     film = probe(film)  # a bad film fails before any model loads
+    if cast_dir is not None:
+        discover(cast_dir)  # inputs before outputs: a missing cast is the problem to report first
     paths = output_paths(output or film.path.parent, film.path.stem, config.outputs.files)
     check_outputs(paths, config.outputs.overwrite)
     with progress_bars(quiet) as progress:

@@ -53,6 +53,24 @@ def check_input_file(path: Path, what: str = "file") -> os.stat_result:
     return st
 
 
+def file_state(path: Path) -> tuple[int, int]:
+    """Size and modification time: what changes while a file is still being written."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+def check_unchanged(path: Path, before: tuple[int, int]) -> None:
+    """A film that changed while it was read (a download or a recording still being written)
+    gives outputs that match no version of it: refused, so nothing is written."""
+    try:
+        now = file_state(path)
+    except OSError as exc:
+        raise MovieIdError(f"disappeared while it was being read ({exc.strerror})", path) from None
+    if now != before:
+        raise MovieIdError("changed while it was being read (is it still being written?); annotate it "
+                           "once it is complete", path)
+
+
 def sha256_file(path: Path) -> str:
     """The SHA-256 of a file's content."""
     digest = hashlib.sha256()

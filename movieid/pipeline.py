@@ -31,6 +31,7 @@ from .annotation import now
 from .cast import count_photos, discover, empty_cast, load_cast
 from .config import Config
 from .engines import CaptionRequest, Engine, load_engine
+from .files import check_unchanged, file_state
 from .face_stage import analyse_faces, face_pool
 from .faces import FaceBackend, load_backend
 from .identity import identify
@@ -113,6 +114,7 @@ def analyse(film: Film, cast: Cast, backend: FaceBackend, config: Config, pool: 
     log.info("%s: %dx%d, %.3f fps%s, %d frames, reader %s", film.path, film.width, film.height,
              film.fps, " (VFR)" if film.vfr else "", film.frame_count, film.reader)
     face_size = analysis_size(film, config)
+    before = file_state(film.path)
     scanned = scan_film(film, config.shots, config.windows.frames_per_shot, face_size,
                         on_frame=lambda n: report(progress, "shots", n, film.frame_count))
     shot_faces, windows = [], []
@@ -123,6 +125,7 @@ def analyse(film: Film, cast: Cast, backend: FaceBackend, config: Config, pool: 
         if on_window is not None:
             tests = {image.frame for image in windows[-1].tests}
             on_window(windows[-1], {i: frame for i, frame in shot.frames.items() if i in tests})
+    check_unchanged(film.path, before)
     shots, unknown_count = identify(shot_faces, cast, backend.match_threshold, config.identity.min_confidence,
                                     backend.cluster_threshold, backend.confidence_margin)
     log.info("%s: %d shots, %d people seen, %d unknown", film.path, len(shots),

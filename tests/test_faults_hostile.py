@@ -305,3 +305,38 @@ def test_ctrl_c_of_the_group_with_sigint_ignored_is_an_interruption_not_a_corrup
         from .test_faults import journal_states
 
         assert set(journal_states(tmp_path / "out").values()) == {"interrupted"}
+
+
+# ----------------------------------------------------------------------------- 17, 24. inputs first; a growing file
+
+def test_a_film_still_being_written_is_refused_and_nothing_is_written(long_film, tmp_path):
+    """A recording still growing while it is annotated: one line, nothing written."""
+    import os
+    import threading
+    import time
+
+    film = tmp_path / "recording.mp4"
+    shutil.copy(long_film, film)
+    stop = threading.Event()
+
+    def grow():   # a recorder appending to the file (what it appends does not matter here)
+        while not stop.is_set():
+            with open(film, "ab") as handle:
+                handle.write(os.urandom(1024))
+            time.sleep(0.2)
+
+    writer = threading.Thread(target=grow)
+    writer.start()
+    try:
+        run = movieid("annotate", film, "-o", tmp_path / "out", "--workers", "1", tmp_path=tmp_path)
+    finally:
+        stop.set()
+        writer.join()
+    assert_clean(run, 1, "changed while it was being read", "recording.mp4", out=tmp_path / "out")
+
+
+def test_a_missing_cast_is_reported_before_existing_outputs(film, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "rachel.srt").write_text("mine")
+    run = movieid("annotate", film, "--cast", tmp_path / "nocast", "-o", tmp_path / "out", tmp_path=tmp_path)
+    assert_clean(run, 1, "no such cast folder", "nocast")

@@ -42,7 +42,7 @@ def batch(source, output, cast_dir, ray_address, retry_failed, keep_going, verbo
     """Annotate every film of SOURCE (a folder, or a .csv/.jsonl manifest) into OUTPUT."""
     setup_logging(verbose, quiet)
     from movieid.batch import BatchOptions, run_batch
-    from movieid.errors import printable
+    from movieid.errors import shell_command
     from movieid.video import format_time
 
     options = BatchOptions(config=build_config(**pipeline), ray=ray_address, retry_failed=retry_failed,
@@ -53,8 +53,9 @@ def batch(source, output, cast_dir, ray_address, retry_failed, keep_going, verbo
         echo(f"{'done':>8} {'skipped':>8} {'failed':>8} {'time':>13}")
         echo(f"{summary.done:>8} {summary.skipped:>8} {summary.failed + summary.failed_before:>8} "
                    f"{format_time(summary.seconds):>13}")
-        for key, reason in summary.failures[:20]:
-            echo(f"  failed: {printable(key)}: {reason}")
+        if summary.failed:   # each was named, with its reason, as it failed
+            echo(f"  failed: the {summary.failed} film{'s' if summary.failed != 1 else ''} named above; "
+                 f"movieid batch-status {shell_command(output)} lists every film's state and reason")
         if summary.failed_before:
             echo(f"  ({summary.failed_before} failed in an earlier run; --retry-failed retries them)")
     if not summary.ok:

@@ -49,10 +49,15 @@ class Bars:
             bar.total = total
             bar.refresh()
         bar.update(done - bar.n)
+        if done >= total:
+            bar.refresh()   # the last count is shown, not the last one tqdm's rate limit let through
 
     def close(self) -> None:
+        """The bars closed lowest first, so that the top one, closing last, leaves the cursor at
+        the start of its line (closed top first, the cursor went back up to the first line at its
+        last column, and the next line printed started there)."""
         with self._lock:
-            for bar in self._bars.values():
+            for bar in reversed(list(self._bars.values())):
                 bar.close()
             self._bars.clear()
 

@@ -340,3 +340,28 @@ def test_a_missing_cast_is_reported_before_existing_outputs(film, tmp_path):
     (tmp_path / "out" / "rachel.srt").write_text("mine")
     run = movieid("annotate", film, "--cast", tmp_path / "nocast", "-o", tmp_path / "out", tmp_path=tmp_path)
     assert_clean(run, 1, "no such cast folder", "nocast")
+
+
+# ----------------------------------------------------------------------------- 20. progress on a terminal
+
+def test_progress_bars_end_at_their_totals_and_leave_the_next_line_at_its_start(sample, tmp_path):
+    """On an 80-column terminal: every bar's last count is its total (shots stopped at 768/833,
+    the cast at 0/6 with a warm cache), and the summary starts at the first column (it started in
+    the last, where closing the bars had left the cursor)."""
+    import os
+    import sys
+
+    from .conftest import REPO
+    from .helpers.processes import run_in_terminal
+
+    film, cast, _ = sample
+    env = {**os.environ, "MOVIEID_CACHE_DIR": str(tmp_path / "cache"), "TERM": "xterm"}
+    for _ in range(2):   # the second run with a warm cast cache
+        screen = run_in_terminal([sys.executable, "-m", "movieid", "annotate", str(film), "--cast", str(cast), "-o",
+                                  str(tmp_path / "out"), "--overwrite", "--workers", "1", "--face-backend", "dlib"],
+                                 REPO, env)
+        for step in ("cast", "shots", "faces"):
+            counts = re.findall(rf"\r{step}:[^\r\n]*?\| *(\d+)/(\d+) ", screen)
+            assert counts and counts[-1][0] == counts[-1][1], (step, counts[-3:])
+        before = screen.split(f"{film.name}: ")[0]
+        assert before.endswith(("\r", "\n")), repr(before[-120:])   # the cursor at a line's start

@@ -2,6 +2,7 @@
 outlives what it ran."""
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -51,3 +52,42 @@ def wait_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
     while alive(pids) and time.time() < deadline:
         time.sleep(0.1)
     return alive(pids)
+
+
+def run_in_terminal(argv: list[str], cwd, env: dict, columns: int = 80, timeout: float = 300) -> str:
+    """What ``argv`` writes to a terminal (a pseudo-terminal of ``columns`` columns), as text."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:   # the child: the terminal is its stdin, stdout and stderr
+        try:
+            os.chdir(cwd)
+            os.execvpe(argv[0], argv, env)
+        finally:
+            os._exit(127)
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    out, deadline = b"", time.time() + timeout
+    try:
+        while time.time() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if not ready:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    break
+                continue
+            try:
+                data = os.read(fd, 65536)
+            except OSError:   # the child closed the terminal
+                break
+            if not data:
+                break
+            out += data
+    finally:
+        os.close(fd)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    return out.decode(errors="replace")

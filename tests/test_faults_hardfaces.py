@@ -53,7 +53,7 @@ def test_the_cnn_on_onnxruntime_finds_dlibs_own_detections_on_real_photos(faces_
         got = ours.boxes(image)
         assert dlib_cnn.agrees_with_dlib(got, expected) is None, (image.shape, got, expected)
         found.append(len(got))
-    assert found[0] == 3 and found[2] == 1 and found[3] == 0, found
+    assert found[:2] == [3, 2] and found[3] == 0, found
 
 
 def test_a_converted_detector_that_differs_from_dlibs_is_refused(tmp_path):

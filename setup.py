@@ -26,6 +26,7 @@ CORE = [
     "pyyaml>=6",
     "insightface>=0.7.3",          # SCRFD + ArcFace when a model pack is on disk; its wheel's photos
     "onnxruntime>=1.16",           #   build the sample film
+    "onnx>=1.15",                  # dlib's ResNet and CNN face detector converted to run on onnxruntime
     "scikit-image>=0.21",          # sample film photos
     "jinja2>=3.1",                 # the review page and the cast contact sheet (templates)
     "opentimelineio>=0.17",        # --format otio
@@ -41,7 +42,7 @@ RAY = ["ray>=2.9"]
 # imports the package, but its metadata requires torch (`pip install --no-deps silero-vad` avoids it).
 AD = ["silero-vad>=5.1"]
 TRAIN = [*VLM, "peft>=0.13"]       # movieid train --lora (FSDP and checkpoints come with torch)
-TEST = ["pytest>=8", "pytest-xdist>=3.5", "onnx>=1.15", "selenium>=4.20", "otio-cmx3600-adapter>=1.0", *TRAIN, *HF, *RAY, *AD]
+TEST = ["pytest>=8", "pytest-xdist>=3.5", "selenium>=4.20", "otio-cmx3600-adapter>=1.0", *TRAIN, *HF, *RAY, *AD]
 
 setup(
     name="movieid",

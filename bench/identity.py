@@ -238,7 +238,7 @@ NO_FACES = ("brick.png", "chelsea.png", "coffee.png", "coins.png", "grass.png", 
             "motorcycle_left.png", "retina.jpg", "clock_motion.png", "color.png", "logo.png")
 
 
-def detector_study(out: Path) -> None:
+def detector_study(out: Path, skip_dlib_cnn: bool = True) -> None:
     """Each shipped detector on the hard variants (as 640x360 frames): faces found, faces the
     ResNet then names right (best member at the match threshold with a 0.015 margin over the
     runner-up, the default confidence), strangers it would name, faces it finds on 18 photos
@@ -270,7 +270,13 @@ def detector_study(out: Path) -> None:
             lambda rgb: backend.detect(rgb) or backend.detect_tilted(rgb),
             lambda rgb: (backend.detect(rgb), backend.detect_tilted(rgb))),
         "CNN (MMOD, dlib-bin)": (mmod, mmod),
+        "CNN (MMOD on onnxruntime, frame doubled)": (backend.detect_more, backend.detect_more),
+        "HOG, then the CNN where HOG finds nobody": (
+            lambda rgb: backend.detect(rgb) or backend.detect_more(rgb),
+            lambda rgb: (backend.detect(rgb), backend.detect_more(rgb))),
     }
+    if skip_dlib_cnn:   # 5-9 s a frame; its detections are the ONNX model's (tests/faces/test_dlib_cnn.py)
+        del detectors["CNN (MMOD, dlib-bin)"]
     t1 = np.ascontiguousarray(cv2.cvtColor(cv2.imread(str(package_photo("insightface", "data", "images", "t1.jpg"))),
                                            cv2.COLOR_BGR2RGB)[:720])
     skimage_data = package_photo("skimage", "data", "rocket.jpg").parent
@@ -316,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=HERE / "out" / "identity")
     parser.add_argument("--only-references", action="store_true", help="only the reference-photo sweep")
     parser.add_argument("--only-detectors", action="store_true", help="only the detector study")
+    parser.add_argument("--dlib-cnn", action="store_true", help="also dlib-bin's own CNN in the study (slow)")
     args = parser.parse_args(argv)
     if not (FACES / "labels.json").is_file() or not (OPENFACE / "labels.json").is_file():
         sys.exit(f"bench/identity.py: the real face photos are not at {SHARED}")
@@ -326,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.only_references:
         return bench_references(out, config)
     if args.only_detectors:
-        return detector_study(out)
+        return detector_study(out, not args.dlib_cnn)
 
     t1 = package_photo("insightface", "data", "images", "t1.jpg")
     astronaut = package_photo("skimage", "data", "astronaut.png")
@@ -410,7 +417,7 @@ def main(argv: list[str] | None = None) -> None:
                     rows.append(f"{p['name'].split()[-1]}{'' if p['name'] in people else '(WRONG)'}:{p['confidence']:.2f}")
         print(f"  {name}: {' '.join(sorted(set(rows)))}")
     bench_references(out, config)
-    detector_study(out)
+    detector_study(out, not args.dlib_cnn)
 
 
 if __name__ == "__main__":

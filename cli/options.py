@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from movieid.config import (DETECTOR_THRESHOLDS, ENGINES, FACE_BACKENDS, FORMAT_CHOICES, FORMATS, CastConfig, Config,
+from movieid.config import (DETECTOR_THRESHOLDS, ENGINES, FACE_BACKENDS, FORMAT_CHOICES, FORMATS, MORE_FACES, CastConfig,
+                            Config,
                             ConfigError, EngineConfig, FaceConfig, IdentityConfig, OutputConfig, ShotConfig,
                             WindowConfig)
 
@@ -17,7 +18,7 @@ from .common import FiniteFloat
 FLAGS = {
     "shots.detector": "--detector", "shots.threshold": "--threshold", "shots.min_shot_len": "--min-shot-len",
     "shots.max_shot_len": "--max-shot-len", "faces.backend": "--face-backend", "faces.models": "--face-models",
-    "faces.size": "--face-size", "faces.min_face": "--min-face", "cast.strict": "--cast-strict",
+    "faces.size": "--face-size", "faces.min_face": "--min-face", "faces.more_faces": "--more-faces", "cast.strict": "--cast-strict",
     "identity.min_confidence": "--min-confidence",
     "windows.frames_per_shot": "--frames-per-shot", "windows.max_images": "--max-images",
     "engine.name": "--engine", "engine.model": "--model", "engine.variant": "--variant",
@@ -88,6 +89,10 @@ pipeline_options = _stack(
                  help="Longest side of frames for face analysis, in pixels."),
     click.option("--min-face", type=click.IntRange(min=1), default=40, show_default=True,
                  help="Smallest face analysed (pixels, at --face-size)."),
+    click.option("--more-faces", type=click.Choice(MORE_FACES), default=FaceConfig.more_faces, show_default=True,
+                 help="Where the second face detector (turned, covered, dark faces; dlib: its CNN) runs: where "
+                      "a shot's keyframes show nobody or disagree on how many people there are, on every "
+                      "analysed frame, or nowhere (README: how names are decided)."),
     click.option("--cast-strict/--no-cast-strict", default=True, show_default=True,
                  help="Fail on a cast photo without exactly one face, or skip it with a warning."),
     click.option("--min-confidence", type=FiniteFloat(0), default=IdentityConfig.min_confidence, show_default=True,
@@ -114,8 +119,8 @@ def shot_config(detector, threshold, min_shot_len, max_shot_len) -> ShotConfig:
 
 def build_config(engine, model, variant, device, batch_size, max_new_tokens, mark_faces, vlm_max_pixels, detector,
                  threshold, min_shot_len, max_shot_len, frames_per_shot, max_images, face_backend, face_models,
-                 cache_dir, face_size, min_face, cast_strict, min_confidence, formats, ad, reading_speed, min_duration,
-                 workers, overwrite=False) -> Config:
+                 cache_dir, face_size, min_face, more_faces, cast_strict, min_confidence, formats, ad, reading_speed,
+                 min_duration, workers, overwrite=False) -> Config:
     """The flags of annotate or batch as a validated ``Config``."""
     if ad:
         from movieid.speech import model_path
@@ -125,7 +130,7 @@ def build_config(engine, model, variant, device, batch_size, max_new_tokens, mar
     return _built(lambda: Config(
         shots=shots,
         faces=FaceConfig(backend=face_backend, models=None if face_models is None else str(face_models),
-                         size=face_size, min_face=min_face),
+                         size=face_size, min_face=min_face, more_faces=more_faces),
         cast=CastConfig(strict=cast_strict),
         identity=IdentityConfig(min_confidence=min_confidence),
         windows=WindowConfig(frames_per_shot=frames_per_shot, max_images=max_images),

@@ -16,6 +16,7 @@ from .errors import MovieIdError, missing_dependency
 
 DETECTOR_THRESHOLDS = {"adaptive": 3.0, "content": 27.0}
 FACE_BACKENDS = ("auto", "dlib", "insightface")
+MORE_FACES = ("needed", "every-frame", "off")   # where the second face detector runs (face_stage)
 ENGINES = ("faces", "ida-vlm", "vlm")
 FORMATS = ("srt", "vtt", "json")                   # written by default
 EXTRA_FORMATS = ("html", "csv", "otio")            # on request: the review page, one row per shot, a timeline
@@ -72,10 +73,12 @@ class FaceConfig:
     models: str | None = None          # insightface model-pack folder
     size: int = 1280                   # longest side of frames for face analysis, pixels
     min_face: int = 40                 # smallest face analysed (shorter side, pixels at ``size``)
+    more_faces: str = "off"            # the second detector (face_stage): needed, every-frame or off
 
     def __post_init__(self) -> None:
         _choice(self.backend, FACE_BACKENDS, "faces.backend")
         _check(self.size >= 64, "faces.size", "must be at least 64 pixels")
+        _choice(self.more_faces, MORE_FACES, "faces.more_faces")
         _check(self.min_face >= 1, "faces.min_face", "must be at least 1 pixel")
         _check(self.min_face <= self.size, "faces.min_face",
                f"({self.min_face} px) cannot be larger than faces.size ({self.size} px)")

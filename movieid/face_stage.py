@@ -31,6 +31,9 @@ from .scan import ScannedShot
 from .video import FrameReader
 from .workers import WorkerPool, result
 
+# A second detector's face is one ``detect`` found already where their boxes overlap this much
+# (the two detectors frame a face differently).
+SAME_FACE_IOU = 0.3
 # A task holds this many shots (or this much film): enough to keep a worker busy, few
 # enough frames (a dozen or two) to keep memory low.
 TASK_SHOTS = 4
@@ -43,6 +46,7 @@ class FaceTask:
     size: tuple[int, int]           # frame size for face analysis
     min_face: float                 # smallest face analysed, pixels at that size
     shots: tuple[ScannedShot, ...]
+    more_faces: str = "needed"      # where the second detector runs (config.FaceConfig.more_faces)
 
 
 class FaceAnalyzer:
@@ -103,10 +107,40 @@ class FaceAnalyzer:
             return [Face(frame, task.film.time(frame), d.box.scaled(scale), d.score, e, contrast(image, d.box))
                     for d, e in zip(detected[frame], embeddings)]
 
+        looked: set[int] = set()
+
+        def more_faces(frame: int) -> bool:
+            """The second detector's faces added to those ``detect`` found in the frame; False if
+            the backend has no second detector."""
+            looked.add(frame)
+            more = self.backend.detect_more(frames[frame])
+            if more is None:
+                return False
+            have = detected[frame]
+            detected[frame] = have + [d for d in big_enough(more) if all(d.box.iou(h.box) < SAME_FACE_IOU for h in have)]
+            return True
+
         def second_look(chosen: list[int]) -> None:
-            """Where the keyframes show nobody, a look for tilted faces: in the middle keyframe,
-            and in the others only if it finds any."""
+            """Where the keyframes show nobody, or disagree on how many people there are, the second
+            detector on those with fewer faces than the most any has, until they agree: on the middle
+            keyframe first where none has any, and no other if it finds nobody there either. Without
+            a second detector, where the keyframes show nobody, a look for tilted faces."""
             middle = chosen[len(chosen) // 2]
+            if not any(detected[f] for f in chosen):
+                if task.more_faces == "off" or not more_faces(middle):
+                    return tilted_look(chosen, middle)
+                if not detected[middle]:
+                    return
+            while True:
+                most = max(len(detected[f]) for f in chosen)
+                todo = [f for f in chosen if f not in looked and len(detected[f]) < most]
+                if not todo:
+                    return
+                for frame in todo:
+                    more_faces(frame)
+
+        def tilted_look(chosen: list[int], middle: int) -> None:
+            """HOG on turned frames: in the middle keyframe, and in the others only if it finds any."""
             for frame in [middle] + [f for f in chosen if f != middle]:
                 detected[frame] = big_enough(self.backend.detect_tilted(frames[frame]))
                 if frame == middle and not detected[frame]:
@@ -115,7 +149,9 @@ class FaceAnalyzer:
         results = []
         for s in task.shots:
             chosen = keyframes.choose(s.candidates, faces_in, lambda f: f.box.area)
-            if not any(detected[f] for f in chosen):
+            if task.more_faces == "every-frame" and all(more_faces(f) for f in chosen):
+                pass
+            elif task.more_faces != "off" or not any(detected[f] for f in chosen):
                 second_look(chosen)
             faces = [face for frame in chosen for face in embedded(frame)]
             found = tracks.link(faces, self.backend.match_threshold)
@@ -125,6 +161,8 @@ class FaceAnalyzer:
                 load(s.samples)
                 for frame in s.samples:
                     faces_in(frame)
+                    if task.more_faces == "every-frame":
+                        more_faces(frame)
                     faces += embedded(frame)
                 found = tuple(t for t in tracks.link(faces, self.backend.match_threshold)
                               if len(t.faces) > 1 or t.frames & set(chosen))
@@ -164,7 +202,7 @@ def face_pool(config: Config, backend: FaceBackend) -> WorkerPool:
 
 
 def analyse_faces(scanned: Iterable[ScannedShot], film: Film, size: tuple[int, int], min_face: float,
-                  pool: WorkerPool, on_shot: Callable[[int, int], None] | None = None
+                  pool: WorkerPool, on_shot: Callable[[int, int], None] | None = None, more_faces: str = "needed"
                   ) -> Iterator[tuple[ShotFaces, ScannedShot]]:
     """Every scanned shot's keyframes, faces and tracks, with the shot as scanned (its kept
     frames), in order, each as soon as its task is done (so later stages can start on the
@@ -188,7 +226,7 @@ def analyse_faces(scanned: Iterable[ScannedShot], film: Film, size: tuple[int, i
         if pending and (final or len(pending) >= TASK_SHOTS
                         or pending[-1].shot.end - pending[0].shot.start >= TASK_SECONDS):
             shots = tuple(pending)
-            in_flight.append((pool.submit(_analyze, FaceTask(film, size, min_face, shots)), shots))
+            in_flight.append((pool.submit(_analyze, FaceTask(film, size, min_face, shots, more_faces)), shots))
             submitted += len(pending)
             pending.clear()
         yield from finished(final)

@@ -119,7 +119,8 @@ def analyse(film: Film, cast: Cast, backend: FaceBackend, config: Config, pool: 
                         on_frame=lambda n: report(progress, "shots", n, film.frame_count))
     shot_faces, windows = [], []
     for faces, shot in analyse_faces(scanned, film, face_size, config.faces.min_face, pool,
-                                     on_shot=lambda n, total: report(progress, "faces", n, total)):
+                                     on_shot=lambda n, total: report(progress, "faces", n, total),
+                                     more_faces=config.faces.more_faces):
         shot_faces.append(faces)
         windows.append(build_window(faces, cast, config.windows, backend.match_threshold))
         if on_window is not None:

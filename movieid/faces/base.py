@@ -62,6 +62,12 @@ class FaceBackend(ABC):
         None by default (a detector that sees tilted faces needs no second look)."""
         return []
 
+    def detect_more(self, image: np.ndarray) -> list[Detection] | None:
+        """A second detector for faces ``detect`` misses (turned, covered, dark), costlier, in the
+        image's own pixels; face analysis asks for it where ``detect`` finds nobody or frames of a
+        shot disagree (``face_stage``). None: the backend has none."""
+        return None
+
     def analyze(self, image: np.ndarray, min_size: float = 0.0) -> list[EmbeddedFace]:
         """Detect, then embed the faces whose shorter side is at least ``min_size`` pixels."""
         faces = [f for f in self.detect(image) if f.box.size >= min_size]

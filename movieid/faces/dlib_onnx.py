@@ -32,6 +32,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -156,6 +157,22 @@ def _read_details(r: _Reader) -> _Layer:
         if mode != 0 or gamma != (1, channels, 1, 1) or beta != gamma or flat.size != 2 * channels:
             raise DlibFormatError(f"affine_ at byte {at}: only per-channel (conv mode) affine is supported")
         return _Layer("affine", {"gamma": flat[:channels], "beta": flat[channels:]})
+    if name == "bn_con2":
+        # A batch-norm layer saved from training: dlib loads it as the affine layer it folds into
+        # (``affine_(const bn_&)``), in float32 as dlib does.
+        params, gamma, _ = r.tensor(), r.alias_tensor(), r.alias_tensor()
+        r.tensor(), r.tensor()                      # the last batch's means and inverse deviations
+        means, variances = r.tensor().reshape(-1), r.tensor().reshape(-1)
+        r.int(), r.int()                            # update count, running-stats window
+        for _ in range(4):
+            r.float()
+        eps = np.float32(r.float())
+        flat = params.reshape(-1)
+        channels = gamma[1]
+        if gamma != (1, channels, 1, 1) or flat.size != 2 * channels or means.size != channels:
+            raise DlibFormatError(f"bn_con at byte {at}: parameters don't fit {channels} channels")
+        scale = flat[:channels] / np.sqrt(variances + eps)
+        return _Layer("affine", {"gamma": scale, "beta": flat[channels:] - scale * means})
     if name in ("relu_", "add_prev_"):
         return _Layer(name[:-1])
     if name in ("max_pool_2", "avg_pool_2"):
@@ -401,18 +418,26 @@ def verify(model: bytes, dat_path: Path, dat_digest: str) -> str:
 
 
 def load_model(dat_path: Path, cache_dir: Path | None) -> bytes:
-    """The serialized ONNX model for ``dat_path``, converted once, verified and cached.
+    """The serialized ONNX model for ``dat_path``, converted once, verified and cached."""
+    return cached_model(Path(dat_path), cache_dir, "dlib-face-resnet", CONVERTER_VERSION,
+                        lambda data: convert(data).SerializeToString(), verify)
 
-    Keyed by the .dat file's sha256 and the converter version; the model's own sha256 is
+
+def cached_model(dat_path: Path, cache_dir: Path | None, stem: str, version: int,
+                 make: Callable[[bytes], bytes], check: Callable[[bytes, Path, str], str]) -> bytes:
+    """A model converted from a dlib ``.dat`` (``make``), verified (``check(model, dat_path,
+    dat_digest)`` returns the model's sha256 or raises) and cached.
+
+    Keyed by the .dat file's sha256 and the converter ``version``; the model's own sha256 is
     kept beside it and checked on every load, so a damaged cache file is converted again.
     Written atomically, so parallel workers never read half a model; if the folder can't be
     written the model just stays in memory.
     """
     from ..files import write_file
 
-    data = Path(dat_path).read_bytes()
+    data = dat_path.read_bytes()
     dat_digest = hashlib.sha256(data).hexdigest()
-    name = f"dlib-face-resnet-{dat_digest[:16]}-c{CONVERTER_VERSION}.onnx"
+    name = f"{stem}-{dat_digest[:16]}-c{version}.onnx"
     path = None if cache_dir is None else Path(cache_dir) / name
     checksum = None if path is None else path.with_name(name + ".sha256")
     if path is not None and path.is_file() and checksum.is_file():
@@ -420,8 +445,8 @@ def load_model(dat_path: Path, cache_dir: Path | None) -> bytes:
         if hashlib.sha256(cached).hexdigest() == checksum.read_text().strip():
             return cached
         log.warning("the cached face model %s is damaged; converting it again", path)
-    model = convert(data).SerializeToString()
-    digest = verify(model, Path(dat_path), dat_digest)
+    model = make(data)
+    digest = check(model, dat_path, dat_digest)
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -48,3 +48,14 @@ def test_the_options_tables_defaults_are_those_of_help():
         flags = [re.match(r"--?[\w-]+", option).group() for option in re.findall(r"`([^`]+)`", options)]
         helps = " ".join(help_of[flag] for flag in flags)
         assert _numbers(defaults) <= _numbers(helps), (options, defaults, helps)
+
+
+def test_what_you_get_is_what_the_sample_film_gives(sample_doc):
+    """The README's sample cues are cues of the sample film's SRT as annotate writes it today."""
+    from movieid.subtitles import render_srt
+
+    section = (REPO / "README.md").read_text().split("## What you get", 1)[1]
+    shown = re.search(r"```\n(.+?)\n```", section, flags=re.S).group(1)
+    srt = render_srt(sample_doc)
+    for cue in shown.split("\n\n"):
+        assert f"{cue}\n\n" in srt, (cue, srt)

@@ -1,6 +1,7 @@
 """``movieid report``: the review page of an annotation JSON."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -25,10 +26,13 @@ the page plays the film with its captions.
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The page to write, *.html (default: FILM.html beside the JSON).")
 @click.option("--overwrite", is_flag=True, help="Replace the page if it exists.")
+@click.option("--embed-photos-from", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Embed the cast photos the JSON names that lie in this folder (a cast folder you trust); "
+                   "by default none: a JSON from elsewhere may name any picture on this disk.")
 @click.option("--min-duration", type=FiniteFloat(0), default=1.0, show_default=True,
               help="Shortest time in seconds a subtitle stays on screen (the page's caption track).")
 @common
-def report(annotation, film, output, overwrite, min_duration, verbose, quiet):
+def report(annotation, film, output, overwrite, embed_photos_from, min_duration, verbose, quiet):
     """Write the review page (HTML) of an annotation JSON."""
     setup_logging(verbose, quiet)
     from movieid.annotation import read_annotation
@@ -40,12 +44,16 @@ def report(annotation, film, output, overwrite, min_duration, verbose, quiet):
     if output.suffix.lower() != ".html":
         raise click.BadParameter("the page must be a .html file", param_hint="-o/--output")
     doc = read_annotation(annotation)
+    if embed_photos_from is None and doc["cast"]["members"]:
+        logging.getLogger("movieid.report").warning(
+            "%s: the cast's photos are not embedded (a JSON may name any picture on this disk); "
+            "--embed-photos-from CAST embeds those in a folder you trust", annotation)
     if film is not None:
         check_input_file(film, "video file")
     paths = output_paths(output.parent, output.stem, ["html"])
     check_outputs(paths, overwrite)
     with progress_bars(quiet) as progress:
         written = write_outputs(doc, paths, overwrite, TrackStyle(min_duration=min_duration), film=film,
-                                progress=progress)
+                                progress=progress, photos_from=embed_photos_from, source=annotation)
     if not quiet:
         echo(f"wrote {written[0]}")

@@ -120,16 +120,45 @@ def read_annotation(path: str | Path) -> dict:
     path = Path(path)
     check_input_file(path, "annotation file")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8"), parse_constant=_not_a_number)
     except UnicodeDecodeError:
         raise MovieIdError("is not a text file (an annotation is JSON)", path) from None
     except OSError as exc:
         raise MovieIdError(f"cannot read annotation ({exc.strerror or exc})", path) from None
     except json.JSONDecodeError as exc:
         raise MovieIdError(f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", path) from None
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(load_schema()).iter_errors(doc))
+    except ValueError as exc:   # NaN or Infinity, which JSON does not have
+        raise MovieIdError(f"is not valid JSON ({exc})", path) from None
+    except RecursionError:
+        raise MovieIdError("is not an annotation (its JSON is nested too deeply)", path) from None
+    try:
+        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(load_schema()).iter_errors(doc))
+    except RecursionError:
+        raise MovieIdError("is not an annotation (its JSON is nested too deeply)", path) from None
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "top level"
         message = error.message if len(error.message) <= 160 else error.message[:157] + "..."
         raise MovieIdError(f"does not follow the annotation schema at {where}: {message}", path)
+    _check_film_ranges(doc, path)
     return doc
+
+
+def _not_a_number(word: str):
+    raise ValueError(f"{word} is not a JSON number")
+
+
+def _check_film_ranges(doc: dict, path: Path) -> None:
+    """Times and frames must be the film's: an edited 1e308 or frame 1e9 would ask the review
+    page for thumbnails and timelines of no film."""
+    film = doc["film"]
+    frames, end = film["frame_count"], film["duration"] + film.get("start_offset", 0.0) + 1.0
+    if not (0 <= film["duration"] <= 1e7 and 0 <= frames <= 1e9):
+        raise MovieIdError(f"film: a duration of {film['duration']} s and {frames} frames are not a film's", path)
+    for shot in doc["shots"]:
+        where = f"shots/{shot['index']}"
+        if not (0 <= shot["start"] <= shot["end"] <= end):
+            raise MovieIdError(f"{where}: times {shot['start']}..{shot['end']} s are outside the film "
+                               f"({film['duration']} s)", path)
+        for item in [*shot["keyframes"], *shot["faces"]]:
+            if not 0 <= item["frame"] < max(frames, 1):
+                raise MovieIdError(f"{where}: frame {item['frame']} is not in the film ({frames} frames)", path)

@@ -28,6 +28,11 @@ class RenderContext:
     style: TrackStyle = TrackStyle()   # text-track conventions
     film: Path | None = None           # the annotated film (default: the path the document records)
     progress: Progress = None
+    # Which cast photos the review page may embed: those of the run that made the document
+    # (``annotate``), or only those under ``photos_from`` (a JSON from elsewhere names any file).
+    own_run: bool = False
+    photos_from: Path | None = None
+    source: Path | None = None         # the JSON the document was read from (its folder is looked in)
 
 
 def render_json(doc: dict) -> str:
@@ -37,7 +42,8 @@ def render_json(doc: dict) -> str:
 def _html(doc: dict, ctx: RenderContext) -> str:
     from .report import render_html
 
-    return render_html(doc, film=ctx.film, base=ctx.path.parent, style=ctx.style, progress=ctx.progress)
+    return render_html(doc, film=ctx.film, base=ctx.path.parent, style=ctx.style, progress=ctx.progress,
+                       photos=True if ctx.own_run else ctx.photos_from, source=ctx.source)
 
 
 def _csv(doc: dict, ctx: RenderContext) -> str:
@@ -96,9 +102,11 @@ def check_outputs(paths: dict[str, Path], overwrite: bool) -> None:
 
 
 def write_outputs(doc: dict, paths: dict[str, Path], overwrite: bool, style: TrackStyle = TrackStyle(),
-                  film: Path | None = None, progress: Progress = None) -> list[Path]:
+                  film: Path | None = None, progress: Progress = None, own_run: bool = False,
+                  photos_from: Path | None = None, source: Path | None = None) -> list[Path]:
     """Render every format, then place all files together."""
-    files = {path: RENDERERS[fmt](doc, RenderContext(path, style, film, progress)).encode("utf-8")
+    files = {path: RENDERERS[fmt](doc, RenderContext(path, style, film, progress, own_run, photos_from,
+                                                     source)).encode("utf-8")
              for fmt, path in paths.items()}
     try:
         return write_files(files, replace=overwrite)
@@ -120,7 +128,7 @@ def write_annotation(doc: dict, paths: dict[str, Path], outputs: OutputConfig, f
         from .describe import AdOptions, describe_film
 
         doc = describe_film(doc, film, AdOptions(reading_speed=outputs.reading_speed), style, progress=progress)
-    return write_outputs(doc, paths, outputs.overwrite, style, film=film, progress=progress)
+    return write_outputs(doc, paths, outputs.overwrite, style, film=film, progress=progress, own_run=True)
 
 
 def remove_stale_temp_files(folder: Path) -> int:

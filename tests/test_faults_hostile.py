@@ -365,3 +365,71 @@ def test_progress_bars_end_at_their_totals_and_leave_the_next_line_at_its_start(
             assert counts and counts[-1][0] == counts[-1][1], (step, counts[-3:])
         before = screen.split(f"{film.name}: ")[0]
         assert before.endswith(("\r", "\n")), repr(before[-120:])   # the cursor at a line's start
+
+
+# ----------------------------------------------------------------------------- 4, 13, 15. report from a JSON
+
+def _report_doc(sample_doc, tmp_path: Path, photo: Path, film: str) -> Path:
+    import copy
+    import json
+
+    doc = copy.deepcopy(sample_doc)
+    for member in doc["cast"]["members"]:
+        member["photos"][0]["path"] = str(photo)
+    doc["film"]["path"] = film
+    path = tmp_path / "shared.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _embedded_photos(page: Path) -> int:
+    return len(re.findall(r"\.id-photo-\d+ \{ background-image", page.read_text()))
+
+
+def test_report_embeds_only_photos_from_a_folder_the_user_names(sample_doc, sample, tmp_path):
+    """A JSON someone shares can name any picture on this disk as a cast photo: the page would
+    carry it away. Only photos under --embed-photos-from are embedded (links followed first)."""
+    film, cast, _ = sample
+    secret = tmp_path / "private" / "secret.jpg"
+    secret.parent.mkdir()
+    shutil.copy(next(cast.rglob("*.jpg")), secret)
+    trusted = tmp_path / "trusted"
+    trusted.mkdir()
+    (trusted / "link.jpg").symlink_to(secret)                     # inside by name, outside in fact
+    for photo, flag, embedded in ((secret, None, 0), (secret, cast, 0), (trusted / "link.jpg", trusted, 0),
+                                  (secret, secret.parent, 6)):
+        page = tmp_path / "page.html"
+        args = ["report", _report_doc(sample_doc, tmp_path, photo, str(film)), "-o", page, "--overwrite",
+                *(["--embed-photos-from", flag] if flag else [])]
+        run = movieid(*args, tmp_path=tmp_path)
+        assert run.returncode == 0, run.stderr
+        assert _embedded_photos(page) == embedded, (photo, flag)
+        assert ("not embedded" in run.stderr) == (flag is None)
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda t: t.replace('"end": 4.0', '"end": 1e308', 1), "outside the film"),
+    (lambda t: t.replace('"end": 4.0', '"end": Infinity', 1), "Infinity is not a JSON number"),
+    (lambda t: re.sub(r'"frame": \d+', '"frame": 1000000000', t, count=1), "frame 1000000000 is not in the film"),
+    (lambda t: "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+])
+def test_report_of_a_hostile_json_is_one_line_naming_it(sample_doc, tmp_path, edit, problem):
+    import json
+
+    path = tmp_path / "edited.json"
+    path.write_text(edit(json.dumps(sample_doc)))
+    run = movieid("report", path, "-o", tmp_path / "page.html", tmp_path=tmp_path)
+    assert_clean(run, 1, "edited.json", problem)
+    assert not (tmp_path / "page.html").exists()
+
+
+def test_the_review_page_finds_the_film_beside_it(sample_doc, sample, tmp_path):
+    """The JSON records the film's path as annotate was given it (relative to where it ran):
+    the page finds the film beside it, as the README says."""
+    film, cast, _ = sample
+    (tmp_path / "review").mkdir()
+    shutil.copy(film, tmp_path / "review" / film.name)
+    source = _report_doc(sample_doc, tmp_path, next(cast.rglob("*.jpg")), f"somewhere/else/{film.name}")
+    run = movieid("report", source, "-o", tmp_path / "review" / "page.html", tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert f'src="{film.name}"' in (tmp_path / "review" / "page.html").read_text()

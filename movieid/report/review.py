@@ -31,13 +31,15 @@ READ_BATCH = 48           # frames decoded at a time (bounded memory on long fil
 GOLDEN_ANGLE = 137.508    # degrees between person hues: neighbours never look alike
 
 
-def find_film(doc: dict, folder: str | Path | None = None) -> Path | None:
-    """The annotated film: at the path the JSON records, else by its name in ``folder``."""
+def find_film(doc: dict, *folders: str | Path | None) -> Path | None:
+    """The annotated film: at the path the JSON records (a relative one is relative to where
+    annotate ran, or to each of ``folders``), else by its name in one of ``folders`` (the page's,
+    the JSON's)."""
     recorded = Path(doc["film"]["path"])
-    for candidate in (recorded, Path(folder) / recorded.name if folder is not None else None):
-        if candidate is not None and candidate.is_file():
-            return candidate
-    return None
+    places = [Path(f) for f in folders if f is not None]
+    candidates = [recorded, *(p / recorded for p in places if not recorded.is_absolute()),
+                  *(p / recorded.name for p in places)]
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def _open_film(doc: dict, film: Path | None, explicit: bool) -> tuple[Film | None, str | None]:
@@ -67,13 +69,28 @@ def _thumbnails(film: Film, frames: list[int], progress: Progress) -> dict[int, 
     return out
 
 
-def _id_photo(photo: dict) -> str | None:
-    """A cast member's ID photo cropped around its face, or None if the file is gone."""
+def _may_embed(path: Path, photos: bool | Path | None) -> bool:
+    """Whether the page may embed the picture at ``path``: any the run itself used (``True``),
+    none of a JSON from elsewhere (``None``: it may name any picture on this disk, and the page
+    would carry it away), or those under the folder the user names (links followed first)."""
+    if photos is True:
+        return True
+    if photos is None or photos is False:
+        return False
+    root = Path(photos).resolve()
+    return path.resolve().is_relative_to(root)
+
+
+def _id_photo(photo: dict, photos: bool | Path | None = True) -> str | None:
+    """A cast member's ID photo cropped around its face, or None if the file is gone or not
+    one the page may embed."""
     from PIL import Image
 
     from ..models.errors import InputError
     from ..models.images import load_rgb
 
+    if not _may_embed(Path(photo["path"]), photos):
+        return None
     try:
         image = load_rgb(Path(photo["path"]))
     except InputError:
@@ -143,16 +160,19 @@ def _shot_view(shot: dict, thumbs: dict[int, str], hues: dict[str, int]) -> dict
 
 
 def render_html(doc: dict, film: str | Path | None = None, base: str | Path | None = None,
-                style: TrackStyle = TrackStyle(), progress: Progress = None) -> str:
+                style: TrackStyle = TrackStyle(), progress: Progress = None, photos: bool | Path | None = True,
+                source: str | Path | None = None) -> str:
     """The review page of an annotation document.
 
     ``film``: the annotated film (default: the path the document records, where it exists);
     its keyframes become thumbnails and the page plays it. ``base``: the folder the page is
     written to, so the page refers to the film by a relative path (default: an absolute
-    file URL).
+    file URL). ``photos``: which cast photos may be embedded (see ``_may_embed``). ``source``:
+    the JSON the document was read from.
     """
     explicit = film is not None
-    info, note = _open_film(doc, Path(film) if explicit else find_film(doc), explicit)
+    folders = (base, None if source is None else Path(source).parent)
+    info, note = _open_film(doc, Path(film) if explicit else find_film(doc, *folders), explicit)
     frames = sorted({k["frame"] for s in doc["shots"] for k in s["keyframes"]})
     thumbs = _thumbnails(info, frames, progress) if info is not None and frames else {}
     people = _people(doc)
@@ -169,7 +189,7 @@ def render_html(doc: dict, film: str | Path | None = None, base: str | Path | No
 
             video["descriptions"] = "data:text/vtt;charset=utf-8," + quote(render_ad_vtt(doc, style))
     members = [{"name": m["name"], "aliases": m["aliases"], "photos": len(m["photos"]),
-                "thumb": _id_photo(m["photos"][0]), "hue": hues.get(m["name"], 0)}
+                "thumb": _id_photo(m["photos"][0], photos), "hue": hues.get(m["name"], 0)}
                for m in doc["cast"]["members"]]
     film_meta = doc["film"]
     title = film_meta.get("title") or Path(film_meta["path"]).name

@@ -159,8 +159,17 @@ def delete_film(db: sqlite3.Connection, key: str) -> None:
 
 # ----------------------------------------------------------------------------- the batch's hooks
 
-def _entry_sidecar(entry) -> Path | None:
-    return next((Path(o) for o in entry.outputs if o.endswith(".json")), None)
+def _entry_sidecar(out: Path, entry) -> Path | None:
+    """The JSON a done film's attempt wrote: where the journal says, or at its place below
+    ``out`` (the folder may have been moved since)."""
+    recorded = next((Path(o) for o in entry.outputs if o.endswith(".json")), None)
+    if recorded is None:
+        return None
+    key = Path(entry.key)
+    for candidate in (recorded, out / key.with_suffix(".json"), out / f"{entry.key}.json"):
+        if candidate.is_file():
+            return candidate
+    return recorded
 
 
 def sync_with_journal(journal) -> None:
@@ -180,7 +189,7 @@ def sync_with_journal(journal) -> None:
             for key in stale:
                 delete_film(db, key)
             for entry in missing:
-                sidecar = _entry_sidecar(entry)
+                sidecar = _entry_sidecar(out, entry)
                 if sidecar is None:
                     continue
                 try:
@@ -204,13 +213,13 @@ def index_film(journal, job, doc: dict, annotation: FilmAnnotation | None, writt
         insert_film(db, out, job.key, sidecar, doc, sha, stamp_of(entry),
                     person_embeddings(annotation) if annotation is not None else None)
         recluster(db)
-    write_overview(out)
+    write_overview(out, finishing=job.key)
 
 
-def write_overview(out: Path) -> None:
+def write_overview(out: Path, finishing: str | None = None) -> None:
     from .pages import write_overview as write
 
-    write(out)
+    write(out, finishing)
 
 
 # ----------------------------------------------------------------------------- movieid index
@@ -266,8 +275,6 @@ def rebuild(out: Path, progress=None) -> Rebuilt:
     final = index_path(out)
     kept = _kept_embeddings(final)
     journal = read_journal(out)
-    done_by_sidecar = {} if journal is None else {
-        str(Path(sidecar).resolve()): (key, journal.done[key]) for key, sidecar in journal.sidecars.items()}
     result = Rebuilt()
     temp = out / f".{INDEX_NAME}.{os.getpid()}.tmp"
     temp.unlink(missing_ok=True)
@@ -277,19 +284,15 @@ def rebuild(out: Path, progress=None) -> Rebuilt:
             with index.transaction() as db:
                 for number, sidecar in enumerate(sidecars, 1):
                     report(progress, "sidecars", number, len(sidecars))
-                    stamp = None
-                    if journal is not None:
-                        found = done_by_sidecar.get(str(sidecar.resolve()))
-                        if found is None:
-                            log.info("%s: not a film the batch journal records done; left out", printable(sidecar))
-                            continue
                     try:
                         doc, sha = read_sidecar(sidecar)
-                        key = film_key(out, sidecar, doc)
-                        if journal is not None:
-                            key, stamp = found
                     except MovieIdError as exc:
                         result.problems.append(str(exc))
+                        continue
+                    key = film_key(out, sidecar, doc)
+                    stamp = None if journal is None else journal.done.get(key)
+                    if journal is not None and stamp is None:
+                        log.info("%s: not a film the batch journal records done; left out", printable(sidecar))
                         continue
                     insert_film(db, out, key, sidecar, doc, sha, stamp, kept.get((key, sha)))
                     result.films += 1

@@ -7,7 +7,6 @@ batch package (whose runner keeps the index)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,6 @@ class JournalView:
     """The journal's films as a reader of the index needs them (None: no journal here)."""
 
     done: dict[str, str] = field(default_factory=dict)      # key -> stamp of its done attempt
-    sidecars: dict[str, str] = field(default_factory=dict)  # key -> the JSON its done attempt wrote
     known: set[str] = field(default_factory=set)
 
 
@@ -42,29 +40,27 @@ def read_journal(out: Path) -> JournalView | None:
         return None
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
-            rows = db.execute("SELECT key, state, attempts, fingerprint, settings, outputs FROM films").fetchall()
+            rows = db.execute("SELECT key, state, attempts, fingerprint, settings FROM films").fetchall()
     except sqlite3.Error as exc:
         raise MovieIdError(f"cannot read the batch journal ({exc})", path) from None
     view = JournalView()
-    for key, state, attempts, fingerprint, settings, outputs in rows:
+    for key, state, attempts, fingerprint, settings in rows:
         view.known.add(key)
         if state == "done":
             view.done[key] = stamp(attempts, fingerprint, settings)
-            sidecar = next((o for o in json.loads(outputs or "[]") if o.endswith(".json")), None)
-            if sidecar is not None:
-                view.sidecars[key] = sidecar
     return view
 
 
-def visible_films(index: Index, out: Path) -> tuple[set[int] | None, int]:
+def visible_films(index: Index, out: Path, finishing: str | None = None) -> tuple[set[int] | None, int]:
     """The films a reader may show: those the journal records done with the attempt the index
-    holds (None: all of them), and how many done films the index lacks."""
+    holds (None: all of them), and how many done films the index lacks. ``finishing``: the
+    film a batch has just indexed, shown as the journal records it done next."""
     view = read_journal(out)
     if view is None:
         return None, 0
     with index.errors():
         rows = index.db.execute("SELECT id, key, stamp FROM films").fetchall()
-    shown = {fid for fid, key, stamp in rows
-             if (key in view.done and stamp == view.done[key]) or (stamp is None and key not in view.known)}
+    shown = {fid for fid, key, stamp in rows if key == finishing
+             or (key in view.done and stamp == view.done[key]) or (stamp is None and key not in view.known)}
     lacking = len(set(view.done) - {key for fid, key, _ in rows if fid in shown})
     return (None if len(shown) == len(rows) else shown), lacking

@@ -40,9 +40,10 @@ def _link(target: str | None, out: Path, page_dir: Path) -> str | None:
     return Path(os.path.relpath(out / target, page_dir)).as_posix()
 
 
-def overview(index: Index, out: Path, page_dir: Path) -> dict:
-    """What the overview shows: films (duration, shots, people) and people across the films."""
-    shown, lacking = visible_films(index, out)
+def overview(index: Index, out: Path, page_dir: Path, finishing: str | None = None) -> dict:
+    """What the overview shows: films (duration, shots, people) and people across the films;
+    ``finishing``: a batch's film that the journal is about to record done."""
+    shown, lacking = visible_films(index, out, finishing)
     with index.errors():
         films = index.db.execute("SELECT id, key, title, duration, shot_count, review, sidecar FROM films"
                                  " ORDER BY key").fetchall()
@@ -72,11 +73,11 @@ def overview(index: Index, out: Path, page_dir: Path) -> dict:
     }
 
 
-def write_overview(out: Path) -> Path:
+def write_overview(out: Path, finishing: str | None = None) -> Path:
     """``OUT/index.html`` from the index (replaced atomically)."""
     out = Path(out).absolute()
     with Index(index_path(out), readonly=True) as index:
-        data = overview(index, out, out)
+        data = overview(index, out, out, finishing)
     page = out / OVERVIEW_NAME
     html = _environment().get_template("overview.html.j2").render(**data)
     try:

@@ -18,16 +18,21 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from collections import deque
+from typing import Iterable, Iterator
 
 from ..errors import MovieIdError, printable
 from ..files import check_input_file
 from ..records import FilmAnnotation
+from ..workers import WorkerPool
+from ..workers import result as outcome
 from .consistency import read_journal, stamp_of
 from .people import person_embeddings, recluster
-from .store import INDEX_NAME, Index, index_path
+from .store import INDEX_NAME, NAME_SEPARATOR, Index, index_path
 
 log = logging.getLogger(__name__)
+
+PER_WORKER = 16      # sidecars per worker process below which reading them here is quicker than starting one
 
 READS_MAJOR = "1"                         # annotation schema versions this index reads: 1.x
 
@@ -95,66 +100,81 @@ def _thumb_frame(shot: dict) -> int:
     return int(shot.get("start_frame", 0))
 
 
-def insert_film(db: sqlite3.Connection, out: Path, key: str, sidecar: Path | None, doc: dict, sha256: str,
+@dataclass(frozen=True)
+class Prepared:
+    """A sidecar's rows before they have ids (made in worker processes for a large rebuild)."""
+
+    film: tuple                 # path, title, duration, frame_count, shot_count, engine, face_model, created
+    shots: list[tuple]          # start, end, thumb_frame, names, caption, description
+    persons: dict               # (cluster, name) -> (in_cast, {shot number: confidence}, seconds)
+
+
+def prepare(doc: dict) -> Prepared:
+    film, shots = doc["film"], doc["shots"]
+    rows, persons = [], {}
+    for n, shot in enumerate(shots):
+        start, end = float(shot["start"]), float(shot["end"])
+        rows.append((start, end, _thumb_frame(shot), NAME_SEPARATOR.join(shot["names"]), shot["caption"],
+                     _first_line_of(shot)))
+        for person in shot["people"]:
+            in_cast = bool(person.get("in_cast"))
+            in_shots, seconds = persons.setdefault((int(person.get("cluster", -1)), str(person["name"])),
+                                                   (in_cast, {}, [0.0]))[1:]
+            confidence = float(person.get("confidence", 1.0 if in_cast else 0.0))
+            if n not in in_shots:
+                seconds[0] += max(0.0, end - start)
+            in_shots[n] = max(confidence, in_shots.get(n, 0.0))
+    return Prepared((str(film["path"]), film.get("title"), float(film["duration"]), int(film.get("frame_count", 0)),
+                     len(shots), str(doc.get("engine", {}).get("name", "")),
+                     str(doc.get("cast", {}).get("face_model", "")), str(doc.get("created", ""))),
+                    rows, {k: (c, sh, sec[0]) for k, (c, sh, sec) in persons.items()})
+
+
+def insert_film(db: sqlite3.Connection, out: Path, key: str, sidecar: Path | None, rows: Prepared, sha256: str,
                 stamp: str | None, embeddings: dict | None = None) -> int:
     """One film's rows (replacing any of the same key): ``embeddings`` maps a film-wide person
-    (cluster, name) to (unit vector, faces) for the people not in the cast."""
+    (cluster, name) to (unit vector, faces) for the people not in the cast. A film's shots get
+    consecutive ids (``films.first_shot``), so no index on shots.film is needed."""
     delete_film(db, key)
     review = None
     if sidecar is not None and sidecar.with_suffix(".html").is_file():
         review = sidecar.with_suffix(".html").relative_to(out).as_posix()
-    film = doc["film"]
-    cur = db.execute(
-        "INSERT INTO films (key, sidecar, path, title, duration, frame_count, shot_count, engine, face_model, created,"
-        " sha256, stamp, review) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (key, None if sidecar is None else sidecar.relative_to(out).as_posix(), str(film["path"]),
-         film.get("title"), float(film["duration"]), int(film.get("frame_count", 0)), len(doc["shots"]), str(doc.get("engine", {}).get("name", "")),
-         str(doc.get("cast", {}).get("face_model", "")), str(doc.get("created", "")), sha256, stamp, review))
-    film_id = cur.lastrowid
-    shots = doc["shots"]
     first = db.execute("SELECT coalesce(max(id), 0) + 1 FROM shots").fetchone()[0]
-    db.executemany(
-        'INSERT INTO shots (id, film, idx, start, "end", thumb_frame, names, caption, description)'
-        " VALUES (?,?,?,?,?,?,?,?,?)",
-        [(first + n, film_id, int(s.get("index", n)), float(s["start"]), float(s["end"]), _thumb_frame(s),
-          json.dumps(s["names"], ensure_ascii=False), s["caption"], _first_line_of(s)) for n, s in enumerate(shots)])
+    film_id = db.execute(
+        "INSERT INTO films (key, sidecar, path, title, duration, frame_count, shot_count, engine, face_model, created,"
+        " sha256, stamp, review, first_shot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (key, None if sidecar is None else sidecar.relative_to(out).as_posix(), *rows.film, sha256, stamp, review,
+         first)).lastrowid
+    db.executemany('INSERT INTO shots (id, film, start, "end", thumb_frame, names, caption, description)'
+                   " VALUES (?,?,?,?,?,?,?,?)", [(first + n, film_id, *r) for n, r in enumerate(rows.shots)])
     db.execute("INSERT INTO shot_text (rowid, caption, description) SELECT id, caption, description FROM shots"
-               " WHERE film = ?", (film_id,))
-    # film-wide people: one row each, with the shots they are in and their screen time
-    persons: dict[tuple[int, str], dict] = {}
-    for n, shot in enumerate(shots):
-        seconds = max(0.0, float(shot["end"]) - float(shot["start"]))
-        for person in shot["people"]:
-            name = str(person["name"])
-            entry = persons.setdefault((int(person.get("cluster", -1)), name),
-                                       {"in_cast": bool(person.get("in_cast")), "shots": {}})
-            confidence = float(person.get("confidence", 1.0 if person.get("in_cast") else 0.0))
-            if n not in entry["shots"]:
-                entry["shots"][n] = [confidence, seconds]
-            else:
-                entry["shots"][n][0] = max(entry["shots"][n][0], confidence)
+               " WHERE id >= ?", (first,))
     embeddings = embeddings or {}
-    for (cluster, name), entry in persons.items():
+    for (cluster, name), (in_cast, in_shots, seconds) in rows.persons.items():
         vector, faces = embeddings.get((cluster, name), (None, 0))
         person_id = db.execute(
             "INSERT INTO persons (film, cluster, name, in_cast, shots, seconds, faces, embedding)"
             " VALUES (?,?,?,?,?,?,?,?)",
-            (film_id, cluster, name, int(entry["in_cast"]), len(entry["shots"]),
-             sum(s for _, s in entry["shots"].values()), faces,
+            (film_id, cluster, name, int(in_cast), len(in_shots), seconds, faces,
              None if vector is None else vector.astype("<f4").tobytes())).lastrowid
-        db.executemany("INSERT OR REPLACE INTO people (shot, person, confidence) VALUES (?,?,?)",
-                       [(first + n, person_id, c) for n, (c, _) in entry["shots"].items()])
+        db.executemany("INSERT INTO people (person, shot, confidence) VALUES (?,?,?)",
+                       [(person_id, first + n, c) for n, c in in_shots.items()])
     return film_id
 
 
 def delete_film(db: sqlite3.Connection, key: str) -> None:
-    row = db.execute("SELECT id FROM films WHERE key = ?", (key,)).fetchone()
+    row = db.execute("SELECT id, first_shot, shot_count FROM films WHERE key = ?", (key,)).fetchone()
     if row is None:
         return
+    film, first, count = row
     # an external-content FTS table is told what it indexed before the rows go
     db.execute("INSERT INTO shot_text (shot_text, rowid, caption, description)"
-               " SELECT 'delete', id, caption, description FROM shots WHERE film = ?", (row[0],))
-    db.execute("DELETE FROM films WHERE id = ?", (row[0],))
+               " SELECT 'delete', id, caption, description FROM shots WHERE id BETWEEN ? AND ?",
+               (first, first + count - 1))
+    db.execute("DELETE FROM people WHERE person IN (SELECT id FROM persons WHERE film = ?)", (film,))
+    db.execute("DELETE FROM persons WHERE film = ?", (film,))
+    db.execute("DELETE FROM shots WHERE id BETWEEN ? AND ?", (first, first + count - 1))
+    db.execute("DELETE FROM films WHERE id = ?", (film,))
 
 
 # ----------------------------------------------------------------------------- the batch's hooks
@@ -197,7 +217,7 @@ def sync_with_journal(journal) -> None:
                 except MovieIdError as exc:
                     log.warning("%s (not in the archive index)", exc)
                     continue
-                insert_film(db, out, entry.key, sidecar, doc, sha, stamp_of(entry))
+                insert_film(db, out, entry.key, sidecar, prepare(doc), sha, stamp_of(entry))
             recluster(db)
     write_overview(out)
 
@@ -210,7 +230,7 @@ def index_film(journal, job, doc: dict, annotation: FilmAnnotation | None, writt
     sidecar = next((Path(p) for p in written if Path(p).suffix == ".json"), None)
     sha = hashlib.sha256(sidecar.read_bytes()).hexdigest() if sidecar is not None else ""
     with Index(index_path(out), create=True) as index, index.transaction() as db:
-        insert_film(db, out, job.key, sidecar, doc, sha, stamp_of(entry),
+        insert_film(db, out, job.key, sidecar, prepare(doc), sha, stamp_of(entry),
                     person_embeddings(annotation) if annotation is not None else None)
         recluster(db)
     write_overview(out, finishing=job.key)
@@ -262,6 +282,33 @@ def _kept_embeddings(path: Path) -> dict[tuple[str, str], dict]:
     return kept
 
 
+def _no_state() -> None:
+    return None
+
+
+def _read(_state, out: Path, sidecar: Path) -> tuple[str, Prepared, str] | str:
+    """(key, rows, SHA-256) of a sidecar, or why it is not indexed (run in a worker process)."""
+    try:
+        doc, sha = read_sidecar(sidecar)
+    except MovieIdError as exc:
+        return str(exc)
+    return film_key(out, sidecar, doc), prepare(doc), sha
+
+
+def _read_all(out: Path, sidecars: list[Path]) -> Iterator[tuple[Path, tuple | str]]:
+    """Each sidecar read and prepared, in order; by one worker process per core for many files
+    (reading JSON is most of an index's time)."""
+    processes = min(os.cpu_count() or 1, len(sidecars) // PER_WORKER)
+    with WorkerPool(processes, _no_state) as pool:
+        pending: deque = deque()
+        for sidecar in [*sidecars, None]:
+            if sidecar is not None:
+                pending.append((sidecar, pool.submit(_read, out, sidecar)))
+            while pending and (sidecar is None or len(pending) > 2 * max(1, processes)):
+                path, future = pending.popleft()
+                yield path, outcome(future)
+
+
 def rebuild(out: Path, progress=None) -> Rebuilt:
     """A new index of every annotation JSON below ``out``, written beside the old one and
     renamed into place. In a batch's folder only the films the journal records done are
@@ -282,21 +329,19 @@ def rebuild(out: Path, progress=None) -> Rebuilt:
         with Index(temp, create=True) as index:
             sidecars = _sidecars(out)
             with index.transaction() as db:
-                for number, sidecar in enumerate(sidecars, 1):
+                for number, (sidecar, read) in enumerate(_read_all(out, sidecars), 1):
                     report(progress, "sidecars", number, len(sidecars))
-                    try:
-                        doc, sha = read_sidecar(sidecar)
-                    except MovieIdError as exc:
-                        result.problems.append(str(exc))
+                    if isinstance(read, str):
+                        result.problems.append(read)
                         continue
-                    key = film_key(out, sidecar, doc)
+                    key, rows, sha = read
                     stamp = None if journal is None else journal.done.get(key)
                     if journal is not None and stamp is None:
                         log.info("%s: not a film the batch journal records done; left out", printable(sidecar))
                         continue
-                    insert_film(db, out, key, sidecar, doc, sha, stamp, kept.get((key, sha)))
+                    insert_film(db, out, key, sidecar, rows, sha, stamp, kept.get((key, sha)))
                     result.films += 1
-                    result.shots += len(doc["shots"])
+                    result.shots += len(rows.shots)
                 recluster(db)
             with index.errors():
                 index.db.execute("PRAGMA optimize")

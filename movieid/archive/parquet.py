@@ -8,12 +8,13 @@ from pathlib import Path
 from ..errors import MovieIdError, missing_dependency
 from ..files import write_file
 from .consistency import visible_films
-from .store import open_index
+from .store import NAME_SEPARATOR, open_index
 
 TABLES = {
     "films": "SELECT id, key, sidecar, path, title, duration, frame_count, shot_count, engine, face_model, created,"
              " sha256, review FROM films",
-    "shots": 'SELECT id, film, idx, start, "end", thumb_frame, names, caption, description FROM shots',
+    "shots": 'SELECT s.id, s.film, s.id - f.first_shot AS "index", s.start, s."end", s.thumb_frame, s.names,'
+             " s.caption, s.description FROM shots s JOIN films f ON f.id = s.film",
     "persons": "SELECT id, film, cluster, name, in_cast, shots, seconds, archive, faces, embedding FROM persons",
     "people": "SELECT pe.shot, pe.person, p.film, pe.confidence FROM people pe JOIN persons p ON p.id = pe.person",
 }
@@ -51,6 +52,8 @@ def write_parquet(out: Path, folder: Path) -> list[Path]:
                 at = columns.index(FILM_COLUMN[name])
                 rows = [r for r in rows if r[at] in shown]
             data = {c: [r[i] for r in rows] for i, c in enumerate(columns)}
+            if name == "shots":   # the names on screen, left to right, as a list
+                data["names"] = [[n for n in names.split(NAME_SEPARATOR) if n] for names in data["names"]]
             if "embedding" in data:
                 data["embedding"] = [None if b is None else np.frombuffer(b, "<f4").tolist() for b in data["embedding"]]
                 table = pa.table({**{c: v for c, v in data.items() if c != "embedding"},

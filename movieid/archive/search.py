@@ -2,14 +2,14 @@
 captions and audio-description lines, by film."""
 from __future__ import annotations
 
-import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import MovieIdError
 from .consistency import visible_films
 from .people import archive_label, parse_archive_label
-from .store import Index
+from .store import NAME_SEPARATOR, Index
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,9 @@ class Hit:
 
 def fts_query(words: str) -> str:
     """Every word of ``words`` as a quoted FTS5 term (all must occur): the user's text is
-    never read as FTS5 syntax."""
-    terms = [w.replace('"', '""') for w in words.split()]
+    never read as FTS5 syntax. Words are split where the index's tokenizer splits them (it
+    keeps no positions, so a term must be one token)."""
+    terms = re.findall(r"\w+", words)
     if not terms:
         raise MovieIdError("--text needs at least one word")
     return " ".join(f'"{t}"' for t in terms)
@@ -73,8 +74,10 @@ def search(index: Index, out: Path, query: Query, limit: int | None = None) -> t
     shown, lacking = visible_films(index, out)
     if shown is not None:
         where.append(f"f.id IN ({','.join(str(int(i)) for i in shown) or 'NULL'})")
-    sql = ('SELECT s.id, f.id, f.key, s.start, s."end", s.names, s.caption, s.idx, s.thumb_frame, f.path, f.review'
-           " FROM shots s JOIN films f ON f.id = s.film" + (" WHERE " + " AND ".join(where) if where else "")
+    sql = ('SELECT s.id, f.id, f.key, s.start, s."end", s.names, s.caption, s.id - f.first_shot,'
+           " s.thumb_frame, f.path, f.review"
+           # either side may lead: films by key (a glob), or shots by id (people, words)
+           " FROM shots s JOIN films f ON f.id = s.film AND s.id BETWEEN f.first_shot AND f.first_shot + f.shot_count - 1" + (" WHERE " + " AND ".join(where) if where else "")
            + " ORDER BY f.key, s.start" + (f" LIMIT {int(limit)}" if limit else ""))
     with index.errors():
         rows = index.db.execute(sql, args).fetchall()
@@ -82,7 +85,7 @@ def search(index: Index, out: Path, query: Query, limit: int | None = None) -> t
         for film in {r[1] for r in rows}:
             labels[film] = {name: archive_label(number) for name, number in index.db.execute(
                 "SELECT name, archive FROM persons WHERE film = ? AND archive IS NOT NULL", (film,))}
-    hits = [Hit(film=key, start=start, end=end, names=[labels[fid].get(n, n) for n in json.loads(names)],
+    hits = [Hit(film=key, start=start, end=end, names=[labels[fid].get(n, n) for n in names.split(NAME_SEPARATOR) if n],
                 caption=caption, shot=idx, thumb_frame=thumb, film_path=path, review=review)
             for _, fid, key, start, end, names, caption, idx, thumb, path, review in rows]
     return hits, lacking

@@ -34,29 +34,26 @@ ARCHIVE_PREFIX = "Archive unknown"
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE films (
-    id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, sidecar TEXT, path TEXT NOT NULL,
-    title TEXT, duration REAL NOT NULL, frame_count INTEGER NOT NULL, shot_count INTEGER NOT NULL, engine TEXT NOT NULL,
-    face_model TEXT NOT NULL, created TEXT NOT NULL, sha256 TEXT NOT NULL, stamp TEXT, review TEXT);
+    id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, sidecar TEXT, path TEXT NOT NULL, title TEXT,
+    duration REAL NOT NULL, frame_count INTEGER NOT NULL, shot_count INTEGER NOT NULL, engine TEXT NOT NULL,
+    face_model TEXT NOT NULL, created TEXT NOT NULL, sha256 TEXT NOT NULL, stamp TEXT, review TEXT,
+    first_shot INTEGER NOT NULL);
 CREATE TABLE shots (
-    id INTEGER PRIMARY KEY, film INTEGER NOT NULL REFERENCES films(id) ON DELETE CASCADE,
-    idx INTEGER NOT NULL, start REAL NOT NULL, "end" REAL NOT NULL, thumb_frame INTEGER NOT NULL,
-    names TEXT NOT NULL, caption TEXT NOT NULL, description TEXT);
-CREATE INDEX shots_film ON shots(film, start);
+    id INTEGER PRIMARY KEY, film INTEGER NOT NULL, start REAL NOT NULL, "end" REAL NOT NULL,
+    thumb_frame INTEGER NOT NULL, names TEXT NOT NULL, caption TEXT NOT NULL, description TEXT);
 CREATE TABLE persons (
-    id INTEGER PRIMARY KEY, film INTEGER NOT NULL REFERENCES films(id) ON DELETE CASCADE,
-    cluster INTEGER NOT NULL, name TEXT NOT NULL COLLATE NOCASE, in_cast INTEGER NOT NULL,
-    shots INTEGER NOT NULL, seconds REAL NOT NULL, archive INTEGER, faces INTEGER NOT NULL DEFAULT 0,
-    embedding BLOB, UNIQUE (film, cluster, name));
+    id INTEGER PRIMARY KEY, film INTEGER NOT NULL, cluster INTEGER NOT NULL, name TEXT NOT NULL COLLATE NOCASE,
+    in_cast INTEGER NOT NULL, shots INTEGER NOT NULL, seconds REAL NOT NULL, archive INTEGER,
+    faces INTEGER NOT NULL DEFAULT 0, embedding BLOB, UNIQUE (film, cluster, name));
 CREATE INDEX persons_name ON persons(name);
-CREATE INDEX persons_archive ON persons(archive);
 CREATE TABLE people (
-    shot INTEGER NOT NULL REFERENCES shots(id) ON DELETE CASCADE,
-    person INTEGER NOT NULL REFERENCES persons(id) ON DELETE CASCADE,
-    confidence REAL NOT NULL, PRIMARY KEY (person, shot)) WITHOUT ROWID;
-CREATE INDEX people_shot ON people(shot);
+    person INTEGER NOT NULL, shot INTEGER NOT NULL, confidence REAL NOT NULL,
+    PRIMARY KEY (person, shot)) WITHOUT ROWID;
 CREATE VIRTUAL TABLE shot_text USING fts5(caption, description, content='shots', content_rowid='id',
+                                          columnsize=0, detail=column,
                                           tokenize='porter unicode61 remove_diacritics 2');
 """
+NAME_SEPARATOR = "\x1f"     # shots.names: the names left to right, joined by the unit separator
 
 
 def index_problem(exc: sqlite3.Error) -> str:
@@ -85,7 +82,6 @@ class Index:
             # a URI, so that read-only is asked for; '?' and '#' in a folder's name are quoted
             uri = "file:" + urllib.parse.quote(str(self.path.absolute())) + ("?mode=ro" if readonly else "")
             self.db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
-            self.db.execute("PRAGMA foreign_keys=ON")
             if not readonly:
                 self.db.execute("PRAGMA synchronous=FULL")
             tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}

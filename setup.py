@@ -41,8 +41,10 @@ RAY = ["ray>=2.9"]
 # --ad: silero_vad.onnx comes from the silero-vad wheel and runs on onnxruntime; movieid never
 # imports the package, but its metadata requires torch (`pip install --no-deps silero-vad` avoids it).
 AD = ["silero-vad>=5.1"]
+PARQUET = ["pyarrow>=14"]          # movieid index --parquet
 TRAIN = [*VLM, "peft>=0.13"]       # movieid train --lora (FSDP and checkpoints come with torch)
-TEST = ["pytest>=8", "pytest-xdist>=3.5", "selenium>=4.20", "otio-cmx3600-adapter>=1.0", *TRAIN, *HF, *RAY, *AD]
+TEST = ["pytest>=8", "pytest-xdist>=3.5", "selenium>=4.20", "otio-cmx3600-adapter>=1.0", *TRAIN, *HF, *RAY, *AD,
+        *PARQUET]
 
 setup(
     name="movieid",
@@ -56,10 +58,10 @@ setup(
     packages=[*find_packages(include=["movieid", "movieid.*"]),
               *(f"movieid.{p}" for p in find_packages(include=["cli", "cli.*", "models", "models.*"]))],
     package_dir={"movieid.cli": "cli", "movieid.models": "models"},
-    package_data={"movieid": ["schema/*.json", "report/templates/*"]},
+    package_data={"movieid": ["schema/*.json", "report/templates/*", "archive/templates/*"]},
     install_requires=CORE,
-    extras_require={"vlm": VLM, "hf": HF, "train": TRAIN, "ray": RAY, "ad": AD, "test": TEST,
-                    "all": [*TRAIN, *HF, *RAY, *AD]},
+    extras_require={"vlm": VLM, "hf": HF, "train": TRAIN, "ray": RAY, "ad": AD, "parquet": PARQUET,
+                    "test": TEST, "all": [*TRAIN, *HF, *RAY, *AD, *PARQUET]},
     entry_points={"console_scripts": ["movieid=movieid.__main__:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Multimedia :: Video"],
 )

@@ -25,8 +25,10 @@ from .batch import batch, batch_status
 from .cast import cast
 from .data import data
 from .evaluate import evaluate
+from .index import index
 from .models import models
 from .report import report
+from .search import search
 from .train import train
 
 
@@ -206,6 +208,7 @@ def cli():
     movieid batch /archive --cast cast/ -o out  a whole archive, resumably
     movieid report film.json                    the review page of an annotation
     movieid cast suggest film.mp4 -o cast/      cast folders of the people the film shows
+    movieid search out --person Alice           every shot of Alice in a batch's archive
     """
 
 
@@ -219,6 +222,8 @@ cli.add_command(models)
 cli.add_command(train)
 cli.add_command(data)
 cli.add_command(evaluate)
+cli.add_command(index)
+cli.add_command(search)
 
 
 def main() -> None:

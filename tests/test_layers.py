@@ -22,7 +22,7 @@ LAYERS = [
     ["movieid.describe", "movieid.exports", "movieid.report"],
     ["movieid.writers"],
     ["movieid.pipeline", "movieid.filmmaker", "movieid.samples", "movieid.training", "movieid.evaluation"],
-    ["movieid.batch", "movieid.cast_suggest"],
+    ["movieid.batch", "movieid.cast_suggest", "movieid.archive"],   # the batch keeps the archive index
     ["movieid.cli", "movieid.__main__"],
 ]
 ROOTS = {"movieid": REPO / "movieid", "movieid.cli": REPO / "cli", "movieid.models": REPO / "models"}

@@ -30,6 +30,7 @@ from typing import Callable, Iterable
 
 from .. import __version__
 from ..annotation import document
+from ..archive.build import index_film, sync_with_journal
 from ..cast import folder_digest
 from ..config import Config
 from ..errors import InputError, MovieIdError, first_line, internal_error, missing_dependency, printable
@@ -328,6 +329,7 @@ def run_batch(source: Path, out: Path, cast: Path | None, options: BatchOptions,
     try:
         journal.interrupt_running("its batch was stopped or killed")   # we hold the lock: nobody runs them
         remove_stale_temp_files(out)
+        sync_with_journal(journal)     # the archive index (OUT/index.sqlite) holds the films done
         jobs = find_jobs(source, out, cast)
         journal.mark_gone({job.key for job in jobs})
         backend_model = load_backend(config.faces.backend, config.faces.models).model_id
@@ -409,6 +411,7 @@ def _execute(plan, options: BatchOptions, journal: Journal, summary: Summary, pr
                     c.job.output_dir.mkdir(parents=True, exist_ok=True)
                     written = write_annotation(doc, c.job.outputs(config.outputs.files),
                                                dataclasses.replace(config.outputs, overwrite=True), c.job.film)
+                    index_film(journal, c.job, doc, c.annotation, written)   # before the journal says done
                 except Exception as exc:  # the batch goes on: the film is recorded as failed
                     reason = _reason(exc)
             record(c.job, analysed[c.job.key] + c.seconds, reason, written)

@@ -433,3 +433,13 @@ def test_the_review_page_finds_the_film_beside_it(sample_doc, sample, tmp_path):
     run = movieid("report", source, "-o", tmp_path / "review" / "page.html", tmp_path=tmp_path)
     assert run.returncode == 0, run.stderr
     assert f'src="{film.name}"' in (tmp_path / "review" / "page.html").read_text()
+
+
+def test_every_person_on_the_review_page_has_a_hue_of_their_own(sample_doc):
+    """Item 22: two people shared one green (hues 137 and 105)."""
+    from movieid.report.review import _people
+
+    hues = [p["hue"] for p in _people(sample_doc)]
+    assert len(hues) == 7
+    apart = min(min(abs(a - b), 360 - abs(a - b)) for i, a in enumerate(hues) for b in hues[i + 1:])
+    assert apart >= 360 / len(hues) - 1, hues

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from urllib.parse import quote
@@ -28,7 +29,15 @@ log = logging.getLogger(__name__)
 THUMB_SIDE = 360          # longest side of keyframe thumbnails, pixels
 ID_SIDE = 96              # ID photo thumbnails
 READ_BATCH = 48           # frames decoded at a time (bounded memory on long films)
-GOLDEN_ANGLE = 137.508    # degrees between person hues: neighbours never look alike
+def person_hues(count: int) -> list[int]:
+    """``count`` hues as far apart as they can be (360 / count degrees at least), taken in a stride
+    through the circle so that neighbours in the list are far apart too (a golden-angle walk put the
+    2nd and the 7th person both in green, 32 degrees apart)."""
+    if count <= 0:
+        return []
+    stride = min((s for s in range(1, count + 1) if math.gcd(s, count) == 1),
+                 key=lambda s: abs(s - 0.382 * count))
+    return [round((i * stride % count) * 360 / count) for i in range(count)]
 
 
 def find_film(doc: dict, *folders: str | Path | None) -> Path | None:
@@ -123,13 +132,14 @@ def _people(doc: dict) -> list[dict]:
     t1 = doc["shots"][-1]["end"] if doc["shots"] else 1.0
     span = max(t1 - t0, 1e-6)
     rows = []
+    hues = person_hues(len(names) + len(unknown))
     for i, name in enumerate(names + unknown):
         bars = [{"shot": s["index"], "left": 100 * (s["start"] - t0) / span,
                  "width": 100 * (s["end"] - s["start"]) / span,
                  "title": f"{name}: shot {s['index']}, {format_time(s['start'])} - {format_time(s['end'])}"}
                 for s in doc["shots"] if name in s["names"]]
         seconds = sum(s["end"] - s["start"] for s in doc["shots"] if name in s["names"])
-        rows.append({"name": name, "in_cast": name in names, "hue": round(i * GOLDEN_ANGLE % 360),
+        rows.append({"name": name, "in_cast": name in names, "hue": hues[i],
                      "bars": bars, "shots": len(bars), "seconds": seconds})
     return rows
 

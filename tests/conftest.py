@@ -227,3 +227,25 @@ def speech_film(films) -> tuple[Path, list[tuple[float, float]]]:
                     "-map", "0:v", "-map", "[out]", "-c:v", "copy", "-c:a", "aac", "-ar", "44100", str(film)],
                    check=True)
     return film, truth
+
+
+# ----------------------------------------------------------------------------- the fault suites' films
+
+@pytest.fixture(scope="module")
+def film(cardgame, films) -> Path:
+    """The card-game film's first shot (Rachel, 40 frames): seconds to annotate."""
+    path = films / "rachel.mp4"
+    if not path.exists():
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(cardgame[0]), "-frames:v", "40", "-c", "copy",
+                        str(path)], check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def archive(film, tmp_path_factory) -> Path:
+    """Three films in a folder, for batches."""
+    root = tmp_path_factory.mktemp("faults_archive")
+    for name in ("a", "b", "c"):
+        (root / name).mkdir()
+        shutil.copy(film, root / name / "film.mp4")
+    return root

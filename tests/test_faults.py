@@ -104,26 +104,6 @@ def temp_files(folder: Path) -> list[Path]:
 
 # ----------------------------------------------------------------------------- fixtures
 
-@pytest.fixture(scope="module")
-def film(cardgame, films) -> Path:
-    """The card-game film's first shot (Rachel, 40 frames): seconds to annotate."""
-    path = films / "rachel.mp4"
-    if not path.exists():
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(cardgame[0]), "-frames:v", "40", "-c", "copy",
-                        str(path)], check=True)
-    return path
-
-
-@pytest.fixture(scope="module")
-def archive(film, tmp_path_factory) -> Path:
-    """Three films in a folder, for batches."""
-    root = tmp_path_factory.mktemp("faults_archive")
-    for name in ("a", "b", "c"):
-        (root / name).mkdir()
-        shutil.copy(film, root / name / "film.mp4")
-    return root
-
-
 def one_person_cast(package_cast: Path, root: Path, *names: str) -> Path:
     for name in names or ("Rachel",):
         shutil.copytree(package_cast / name, root / name)

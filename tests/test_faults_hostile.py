@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_faults import archive, assert_clean, film, movieid, one_person_cast  # noqa: F401 - fixtures
+from .test_faults import assert_clean, movieid, one_person_cast
 
 ESC = "\x1b"
 

@@ -10,7 +10,6 @@ killed at any moment leaves an index that, as read, matches the films recorded d
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging

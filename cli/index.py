@@ -23,7 +23,7 @@ left out (exit 1); the rest is indexed.
 @click.command("index", epilog=INDEX_EPILOG)
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--parquet", "parquet_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Also write the index's tables as Parquet files into this folder (pip install -e '.[parquet]').")
+              help="Also write the index's tables as Parquet files into this folder (pip install -c constraints.txt -e '.[parquet]').")
 @common
 def index(folder, parquet_dir, verbose, quiet):
     """Rebuild the archive index (FOLDER/index.sqlite) from the annotation JSONs below FOLDER."""

@@ -137,7 +137,12 @@ def schedule(plan: Plan):
 def train(options: TrainOptions, progress: bool | None = None) -> Summary:
     processes = distributed.start(options.device)
     try:
-        return _train(options, processes, progress if processes.main else False)
+        summary = _train(options, processes, progress if processes.main else False)
+        # every process leaves together: one that tore its process group down while another was
+        # still writing the checkpoint aborted now and then (gloo: "terminate called without an
+        # active exception"); after a failure no barrier, which the failed process would never reach
+        distributed.barrier(processes)
+        return summary
     finally:
         distributed.stop(processes)
 
